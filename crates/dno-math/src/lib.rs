@@ -91,6 +91,6 @@ pub(crate) fn check_positive(name: &str, value: f64) -> Result<()> {
 }
 
 pub use loss::{LossConfig, LossKind, LossOutput, PairInputs, PairTargets};
-//TMP pub use pairing::{Candidate, Pair, PairingConfig, PairingStrategy, PairingSummary};
+pub use pairing::{Candidate, Pair, PairingConfig, PairingStrategy, PairingSummary};
 pub use rng::SplitMix64;
 pub use winrate::{Judgment, PreferenceMatrix, WinRate};
