@@ -120,6 +120,9 @@ pub struct EvalSummary {
 }
 
 const TIE_TOL: f64 = 1e-9;
+/// LC is flagged as an extrapolation when fewer than this share of comparisons have the
+/// candidate at most as long (or at least as long) as the baseline.
+const ONE_SIDED_FRACTION: f64 = 0.05;
 
 fn check_prob(v: f64, what: &str, i: usize, id: &str) -> Result<()> {
     if !(0.0..=1.0).contains(&v) {
@@ -136,13 +139,22 @@ fn validate(comps: &[Comparison], opts: &EvalOptions) -> Result<()> {
         bail!("EvalOptions.bootstrap_samples must be at least 1");
     }
     if !(opts.ci_level > 0.0 && opts.ci_level < 1.0) {
-        bail!("EvalOptions.ci_level = {} must lie strictly between 0 and 1", opts.ci_level);
+        bail!(
+            "EvalOptions.ci_level = {} must lie strictly between 0 and 1",
+            opts.ci_level
+        );
     }
     if !(opts.lc_l2.is_finite() && opts.lc_l2 >= 0.0) {
-        bail!("EvalOptions.lc_l2 = {} must be finite and non-negative", opts.lc_l2);
+        bail!(
+            "EvalOptions.lc_l2 = {} must be finite and non-negative",
+            opts.lc_l2
+        );
     }
     if !(opts.lc_warn_threshold.is_finite() && opts.lc_warn_threshold >= 0.0) {
-        bail!("EvalOptions.lc_warn_threshold = {} must be finite and non-negative", opts.lc_warn_threshold);
+        bail!(
+            "EvalOptions.lc_warn_threshold = {} must be finite and non-negative",
+            opts.lc_warn_threshold
+        );
     }
     for (i, c) in comps.iter().enumerate() {
         check_prob(c.p_candidate, "p_candidate", i, &c.prompt_id)?;
@@ -187,17 +199,26 @@ pub fn summarize(comps: &[Comparison], opts: &EvalOptions) -> Result<EvalSummary
         group_of.push(g);
     }
     let n_prompts = sums.len();
-    let prompt_means: Vec<f64> = sums.iter().zip(&counts).map(|(s, &k)| s / k as f64).collect();
+    let prompt_means: Vec<f64> = sums
+        .iter()
+        .zip(&counts)
+        .map(|(s, &k)| s / k as f64)
+        .collect();
 
     let win_rate = stats::mean(&prompt_means);
     let win_rate_se = stats::sample_std(&prompt_means) / (n_prompts as f64).sqrt();
-    let (ci_low, ci_high) =
-        stats::bootstrap_mean_ci(&prompt_means, opts.bootstrap_samples, opts.ci_level, opts.seed);
+    let (ci_low, ci_high) = stats::bootstrap_mean_ci(
+        &prompt_means,
+        opts.bootstrap_samples,
+        opts.ci_level,
+        opts.seed,
+    );
 
     let mut notes = Vec::new();
     if n_prompts == 1 {
         notes.push(
-            "only one prompt: the standard error and the bootstrap CI are degenerate (zero width)".to_string(),
+            "only one prompt: the standard error and the bootstrap CI are degenerate (zero width)"
+                .to_string(),
         );
     }
 
@@ -276,6 +297,19 @@ fn length_controlled(
             ),
         );
     }
+    // LC predicts at Δlen = 0; if nearly all comparisons lie on one side of 0 that is an
+    // extrapolation and the intercept is poorly determined.
+    let n = deltas.len() as f64;
+    let longer = deltas.iter().filter(|&&d| d > 0.0).count() as f64 / n;
+    let shorter = deltas.iter().filter(|&&d| d < 0.0).count() as f64 / n;
+    let one_sided = (longer > 1.0 - ONE_SIDED_FRACTION || shorter > 1.0 - ONE_SIDED_FRACTION).then(|| {
+        format!(
+            "the candidate is longer than the baseline in {:.0}% and shorter in {:.0}% of comparisons, \
+             so the LC win-rate (prediction at equal length) is an extrapolation",
+            100.0 * longer,
+            100.0 * shorter
+        )
+    });
     let x: Vec<f64> = deltas.iter().map(|d| (d / sd).tanh()).collect();
     let y: Vec<f64> = comps.iter().map(|c| c.p_candidate).collect();
     match lc::fit_logistic(&x, &y, weights, opts.lc_l2) {
@@ -283,20 +317,28 @@ fn length_controlled(
             let lc = lc::predict(&fit, 0.0);
             let warning = ((lc - raw).abs() > opts.lc_warn_threshold).then(|| {
                 format!(
-                    "LC win-rate {:.1}% differs from the raw win-rate {:.1}% by more than {:.0} points: \
-                     the length model may not fit (length coefficient {:.2})",
+                    "LC win-rate {:.1}% differs from the raw win-rate {:.1}% by more than {:.0} points \
+                     (length coefficient {:.2}): the judge's preference depends strongly on length, or the length model \
+                     does not fit (AlpacaEval treats this as a sign of GLM failure)",
                     100.0 * lc,
                     100.0 * raw,
                     100.0 * opts.lc_warn_threshold,
                     fit.slope
                 )
             });
+            let warning = match (warning, one_sided) {
+                (Some(a), Some(b)) => Some(format!("{a}; {b}")),
+                (a, b) => a.or(b),
+            };
             (lc, Some(fit.slope), warning)
         }
         _ => (
             raw,
             None,
-            Some("length-control logistic fit did not converge: LC win-rate set to the raw win-rate".to_string()),
+            Some(
+                "length-control logistic fit did not converge: LC win-rate set to the raw win-rate"
+                    .to_string(),
+            ),
         ),
     }
 }

@@ -4,6 +4,7 @@ use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
+use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
 use plotters::prelude::*;
 
 use crate::EvalSummary;
@@ -30,9 +31,13 @@ fn opt_pct(x: Option<f64>) -> String {
     x.map(pct).unwrap_or_else(|| "–".to_string())
 }
 
-/// Labels go into table cells: no pipes or newlines.
+/// Labels go into table cells: escape backslashes, pipes and angle brackets; no newlines.
 fn md_cell(s: &str) -> String {
-    s.replace('|', "\\|").replace(['\n', '\r'], " ")
+    s.replace('\\', "\\\\")
+        .replace('|', "\\|")
+        .replace('<', "\\<")
+        .replace('>', "\\>")
+        .replace(['\n', '\r'], " ")
 }
 
 fn check_finite(label: &str, s: &EvalSummary) -> Result<()> {
@@ -110,7 +115,10 @@ pub fn render_markdown(iters: &[(String, EvalSummary)]) -> String {
             let _ = writeln!(md, "{w}");
         }
     }
-    let _ = writeln!(md, "\n![Win-rate and response length by iteration]({SVG_NAME})");
+    let _ = writeln!(
+        md,
+        "\n![Win-rate and response length by iteration]({SVG_NAME})"
+    );
     md
 }
 
@@ -148,7 +156,9 @@ fn winrate_range(iters: &[(String, EvalSummary)]) -> (f64, f64) {
         .iter()
         .flat_map(|(_, s)| [s.ci_low, s.ci_high, s.win_rate, s.lc_win_rate])
         .map(|v| 100.0 * v);
-    let (mut lo, mut hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    let (mut lo, mut hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
+        (a.min(v), b.max(v))
+    });
     lo -= 5.0;
     hi += 5.0;
     if hi - lo < 10.0 {
@@ -159,19 +169,52 @@ fn winrate_range(iters: &[(String, EvalSummary)]) -> (f64, f64) {
     (lo.max(0.0), hi.min(100.0))
 }
 
+/// x axis for iterations: index i sits at x = i on [-0.5, k - 0.5]; ticks only at the indices
+/// (thinned when there are more than plotters asks for).
+struct IterationAxis {
+    k: usize,
+}
+
+impl Ranged for IterationAxis {
+    type FormatOption = DefaultFormatting;
+    type ValueType = f64;
+
+    fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
+        let frac = (v + 0.5) / self.k.max(1) as f64;
+        limit.0 + (frac * (limit.1 - limit.0) as f64).round() as i32
+    }
+
+    fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
+        let max = hint.max_num_points().max(1);
+        let step = self.k.div_ceil(max).max(1);
+        (0..self.k).step_by(step).map(|i| i as f64).collect()
+    }
+
+    fn range(&self) -> std::ops::Range<f64> {
+        -0.5..(self.k as f64 - 0.5)
+    }
+}
+
 fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing {SVG_NAME}: {e:?}")
 }
 
 /// Render the two-panel figure to an SVG string.
 pub fn render_svg(iters: &[(String, EvalSummary)]) -> Result<String> {
-    let k = iters.len() as i32;
+    // x: iteration index i at x = i, labelled with the iteration's label; ticks only there.
+    let k = iters.len();
     let labels: Vec<String> = iters.iter().map(|(l, _)| l.clone()).collect();
-    let x_fmt = |v: &SegmentValue<i32>| match v {
-        SegmentValue::CenterOf(i) if *i >= 0 && (*i as usize) < labels.len() => labels[*i as usize].clone(),
-        _ => String::new(),
+    let x_range = || IterationAxis { k };
+    let x_fmt = |v: &f64| {
+        let i = v.round();
+        if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
+            labels[i as usize].clone()
+        } else {
+            String::new()
+        }
     };
-    let at = |i: usize| SegmentValue::CenterOf(i as i32);
+    let at = |i: usize| i as f64;
+    let y_fmt = |v: &f64| format!("{v:.0}");
 
     let mut svg = String::new();
     {
@@ -186,59 +229,83 @@ pub fn render_svg(iters: &[(String, EvalSummary)]) -> Result<String> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(52)
-            .build_cartesian_2d((0..k).into_segmented(), ylo..yhi)
+            .build_cartesian_2d(x_range(), ylo..yhi)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
             .x_desc("iteration")
             .y_desc("win-rate %")
             .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .light_line_style(BLACK.mix(0.03))
             .draw()
             .map_err(plot_err)?;
 
         let blue = RGBColor(31, 119, 180);
         let red = RGBColor(214, 39, 40);
-        let band: Vec<(SegmentValue<i32>, f64)> = iters
+        let band: Vec<(f64, f64)> = iters
             .iter()
             .enumerate()
             .map(|(i, (_, s))| (at(i), 100.0 * s.ci_high))
-            .chain(iters.iter().enumerate().rev().map(|(i, (_, s))| (at(i), 100.0 * s.ci_low)))
+            .chain(
+                iters
+                    .iter()
+                    .enumerate()
+                    .rev()
+                    .map(|(i, (_, s))| (at(i), 100.0 * s.ci_low)),
+            )
             .collect();
         chart
             .draw_series(std::iter::once(Polygon::new(band, blue.mix(0.18).filled())))
             .map_err(plot_err)?
             .label("CI")
-            .legend(move |(x, y)| Rectangle::new([(x, y - 5), (x + 20, y + 5)], blue.mix(0.18).filled()));
+            .legend(move |(x, y)| {
+                Rectangle::new([(x, y - 5), (x + 20, y + 5)], blue.mix(0.18).filled())
+            });
         // CI whiskers (also visible when there is a single iteration).
         chart
             .draw_series(iters.iter().enumerate().map(|(i, (_, s))| {
-                PathElement::new(vec![(at(i), 100.0 * s.ci_low), (at(i), 100.0 * s.ci_high)], blue.mix(0.6))
+                PathElement::new(
+                    vec![(at(i), 100.0 * s.ci_low), (at(i), 100.0 * s.ci_high)],
+                    blue.mix(0.6),
+                )
             }))
             .map_err(plot_err)?;
         if (ylo..=yhi).contains(&50.0) {
             chart
                 .draw_series(std::iter::once(PathElement::new(
-                    vec![(SegmentValue::Exact(0), 50.0), (SegmentValue::Last, 50.0)],
+                    vec![(-0.5, 50.0), (k as f64 - 0.5, 50.0)],
                     BLACK.mix(0.3),
                 )))
                 .map_err(plot_err)?;
         }
         chart
             .draw_series(LineSeries::new(
-                iters.iter().enumerate().map(|(i, (_, s))| (at(i), 100.0 * s.win_rate)),
+                iters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, s))| (at(i), 100.0 * s.win_rate)),
                 blue.stroke_width(2),
             ))
             .map_err(plot_err)?
             .label("win-rate")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
+            });
         chart
-            .draw_series(iters.iter().enumerate().map(|(i, (_, s))| {
-                Circle::new((at(i), 100.0 * s.win_rate), 4, blue.filled())
-            }))
+            .draw_series(
+                iters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, s))| Circle::new((at(i), 100.0 * s.win_rate), 4, blue.filled())),
+            )
             .map_err(plot_err)?;
         chart
             .draw_series(DashedLineSeries::new(
-                iters.iter().enumerate().map(|(i, (_, s))| (at(i), 100.0 * s.lc_win_rate)),
+                iters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, s))| (at(i), 100.0 * s.lc_win_rate)),
                 8,
                 5,
                 red.stroke_width(2),
@@ -247,9 +314,11 @@ pub fn render_svg(iters: &[(String, EvalSummary)]) -> Result<String> {
             .label("LC win-rate")
             .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
         chart
-            .draw_series(iters.iter().enumerate().map(|(i, (_, s))| {
-                Circle::new((at(i), 100.0 * s.lc_win_rate), 3, red.filled())
-            }))
+            .draw_series(
+                iters.iter().enumerate().map(|(i, (_, s))| {
+                    Circle::new((at(i), 100.0 * s.lc_win_rate), 3, red.filled())
+                }),
+            )
             .map_err(plot_err)?;
         chart
             .configure_series_labels()
@@ -270,32 +339,44 @@ pub fn render_svg(iters: &[(String, EvalSummary)]) -> Result<String> {
             .margin(12)
             .x_label_area_size(36)
             .y_label_area_size(52)
-            .build_cartesian_2d((0..k).into_segmented(), 0.0..ymax)
+            .build_cartesian_2d(x_range(), 0.0..ymax)
             .map_err(plot_err)?;
         chart
             .configure_mesh()
             .x_desc("iteration")
             .y_desc("characters")
             .x_label_formatter(&x_fmt)
+            .y_label_formatter(&y_fmt)
+            .light_line_style(BLACK.mix(0.03))
             .draw()
             .map_err(plot_err)?;
         let gray = RGBColor(110, 110, 110);
         chart
             .draw_series(LineSeries::new(
-                iters.iter().enumerate().map(|(i, (_, s))| (at(i), s.mean_len_candidate)),
+                iters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, s))| (at(i), s.mean_len_candidate)),
                 blue.stroke_width(2),
             ))
             .map_err(plot_err)?
             .label("candidate")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
+            });
         chart
             .draw_series(LineSeries::new(
-                iters.iter().enumerate().map(|(i, (_, s))| (at(i), s.mean_len_baseline)),
+                iters
+                    .iter()
+                    .enumerate()
+                    .map(|(i, (_, s))| (at(i), s.mean_len_baseline)),
                 gray.stroke_width(2),
             ))
             .map_err(plot_err)?
             .label("baseline")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], gray.stroke_width(2)));
+            .legend(move |(x, y)| {
+                PathElement::new(vec![(x, y), (x + 20, y)], gray.stroke_width(2))
+            });
         chart
             .draw_series(iters.iter().enumerate().flat_map(|(i, (_, s))| {
                 [

@@ -68,7 +68,12 @@ pub fn quantile_sorted(sorted: &[f64], q: f64) -> f64 {
 /// Percentile bootstrap CI for the mean of `cluster_means` (one value per prompt): resample
 /// prompts with replacement `samples` times, take the (1-level)/2 and (1+level)/2 quantiles
 /// of the replicate means.
-pub fn bootstrap_mean_ci(cluster_means: &[f64], samples: usize, level: f64, seed: u64) -> (f64, f64) {
+pub fn bootstrap_mean_ci(
+    cluster_means: &[f64],
+    samples: usize,
+    level: f64,
+    seed: u64,
+) -> (f64, f64) {
     let g = cluster_means.len();
     if g == 0 || samples == 0 {
         return (0.0, 0.0);

@@ -1,0 +1,270 @@
+//! (3) The report renders for a 3-iteration fixture; the SVG is well-formed XML with the series.
+
+mod common;
+use common::*;
+use dno_eval::{render_report, summarize, Comparison, EvalOptions, EvalSummary};
+
+/// Minimal XML well-formedness check: skips the prolog, comments and CDATA, honours quoted
+/// attribute values, and checks that start/end tags nest and balance. Returns the element
+/// names in document order.
+fn check_xml(doc: &str) -> Result<Vec<String>, String> {
+    let b = doc.as_bytes();
+    let mut i = 0;
+    let mut stack: Vec<String> = Vec::new();
+    let mut names = Vec::new();
+    let mut saw_root = false;
+    while i < b.len() {
+        if b[i] != b'<' {
+            if stack.is_empty() && !b[i].is_ascii_whitespace() {
+                return Err(format!("text outside the root element at byte {i}"));
+            }
+            if b[i] == b'>' {
+                return Err(format!("stray '>' at byte {i}"));
+            }
+            i += 1;
+            continue;
+        }
+        let rest = &doc[i..];
+        if rest.starts_with("<?") {
+            i += rest.find("?>").ok_or("unterminated <? ?>")? + 2;
+            continue;
+        }
+        if rest.starts_with("<!--") {
+            i += rest.find("-->").ok_or("unterminated comment")? + 3;
+            continue;
+        }
+        if rest.starts_with("<![CDATA[") {
+            i += rest.find("]]>").ok_or("unterminated CDATA")? + 3;
+            continue;
+        }
+        if rest.starts_with("<!") {
+            i += rest.find('>').ok_or("unterminated <!")? + 1;
+            continue;
+        }
+        // Find the end of the tag, skipping '>' inside quoted attribute values.
+        let mut j = i + 1;
+        let mut quote: Option<u8> = None;
+        while j < b.len() {
+            match (quote, b[j]) {
+                (None, b'"') | (None, b'\'') => quote = Some(b[j]),
+                (Some(q), c) if c == q => quote = None,
+                (None, b'<') => return Err(format!("'<' inside a tag at byte {j}")),
+                (None, b'>') => break,
+                _ => {}
+            }
+            j += 1;
+        }
+        if j >= b.len() {
+            return Err(format!("unterminated tag at byte {i}"));
+        }
+        let inner = &doc[i + 1..j];
+        if let Some(name) = inner.strip_prefix('/') {
+            let name = name.trim();
+            match stack.pop() {
+                Some(open) if open == name => {}
+                other => return Err(format!("</{name}> closes {other:?}")),
+            }
+        } else {
+            let self_closing = inner.ends_with('/');
+            let name: String = inner
+                .trim_end_matches('/')
+                .split(|c: char| c.is_whitespace())
+                .next()
+                .unwrap_or("")
+                .to_string();
+            if name.is_empty() {
+                return Err(format!("empty tag name at byte {i}"));
+            }
+            if stack.is_empty() {
+                if saw_root {
+                    return Err("more than one root element".into());
+                }
+                saw_root = true;
+            }
+            names.push(name.clone());
+            if !self_closing {
+                stack.push(name);
+            }
+        }
+        i = j + 1;
+    }
+    if !stack.is_empty() {
+        return Err(format!("unclosed elements {stack:?}"));
+    }
+    if !saw_root {
+        return Err("no root element".into());
+    }
+    Ok(names)
+}
+
+#[test]
+fn xml_checker_rejects_broken_documents() {
+    assert!(check_xml("<svg><g></g></svg>").is_ok());
+    assert!(check_xml("<?xml version=\"1.0\"?>\n<svg a=\"x>y\"><path d=\"M0 0\"/></svg>").is_ok());
+    assert!(check_xml("<svg><g></svg>").is_err());
+    assert!(check_xml("<svg><g></g>").is_err());
+    assert!(check_xml("<svg></svg><svg></svg>").is_err());
+    assert!(check_xml("<svg><text>a < b</text></svg>").is_err());
+}
+
+fn iteration(seed: u64, q: f64, len_shift: usize) -> EvalSummary {
+    let mut g = Gen::new(seed);
+    let comps: Vec<Comparison> = (0..120)
+        .map(|i| {
+            let base = g.range(300, 700);
+            let cand = (base as f64 + len_shift as f64 + 150.0 * g.normal()).max(20.0) as usize;
+            let first = if g.bernoulli(q + 0.05) { 1.0 } else { 0.0 };
+            let second = if g.bernoulli(q - 0.05) { 1.0 } else { 0.0 };
+            Comparison {
+                candidate_correct: Some(g.bernoulli(q)),
+                baseline_correct: Some(g.bernoulli(0.5)),
+                ..comp_two_orders(&format!("p{i}"), first, second, cand, base)
+            }
+        })
+        .collect();
+    summarize(
+        &comps,
+        &EvalOptions {
+            seed,
+            ..EvalOptions::default()
+        },
+    )
+    .unwrap()
+}
+
+fn fixture() -> Vec<(String, EvalSummary)> {
+    vec![
+        ("iter0 (SFT)".to_string(), iteration(1, 0.5, 0)),
+        ("iter1".to_string(), iteration(2, 0.6, 60)),
+        ("iter2 <lr&β>".to_string(), iteration(3, 0.68, 150)),
+    ]
+}
+
+#[test]
+fn report_renders_for_three_iterations() {
+    let dir = tempfile::tempdir().unwrap();
+    let out = dir.path().join("nested/report");
+    let iters = fixture();
+    let files = render_report(&iters, &out).unwrap();
+
+    // Markdown: file content == returned string; one row per iteration, in order.
+    let md = std::fs::read_to_string(&files.markdown_path).unwrap();
+    assert_eq!(md, files.markdown);
+    println!("{md}");
+    let rows: Vec<&str> = md.lines().filter(|l| l.starts_with("| iter")).collect();
+    assert_eq!(rows.len(), 3, "{md}");
+    assert!(
+        rows[0].contains("iter0 (SFT)") && rows[1].contains("iter1") && rows[2].contains("iter2")
+    );
+    let header = md.lines().find(|l| l.starts_with("| Iteration")).unwrap();
+    assert_eq!(
+        header.matches('|').count(),
+        rows[0].matches('|').count(),
+        "column count"
+    );
+    for (row, (_, s)) in rows.iter().zip(&iters) {
+        assert!(
+            row.contains(&format!(
+                "{:.1} ± {:.1}",
+                100.0 * s.win_rate,
+                100.0 * s.win_rate_se
+            )),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!(
+                "[{:.1}, {:.1}]",
+                100.0 * s.ci_low,
+                100.0 * s.ci_high
+            )),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!("| {:.1} |", 100.0 * s.lc_win_rate)),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!(
+                "| {:.0} | {:.0} |",
+                s.mean_len_candidate, s.mean_len_baseline
+            )),
+            "{row}"
+        );
+        assert!(
+            row.contains(&format!("{:.1}", 100.0 * s.accuracy_candidate.unwrap())),
+            "{row}"
+        );
+    }
+    assert!(md.contains("(winrate.svg)"));
+
+    // SVG: well-formed, an <svg> root, series drawn as polylines/paths, labels as text.
+    let svg = std::fs::read_to_string(&files.svg_path).unwrap();
+    let head = svg.trim_start();
+    assert!(
+        head.starts_with("<svg") || head.starts_with("<?xml"),
+        "{}",
+        &head[..40.min(head.len())]
+    );
+    let names = check_xml(&svg).unwrap_or_else(|e| panic!("SVG is not well-formed: {e}"));
+    assert_eq!(names[0], "svg");
+    let polylines = names
+        .iter()
+        .filter(|n| *n == "polyline" || *n == "path")
+        .count();
+    // win-rate, LC (dashed: several segments), 2 length series, CI whiskers, legend samples.
+    assert!(polylines >= 4, "only {polylines} polyline/path elements");
+    assert!(
+        names.iter().any(|n| n == "polygon"),
+        "CI band polygon missing"
+    );
+    assert!(svg.contains("iter1"), "x-axis label missing");
+    assert!(
+        svg.contains("iter2 &lt;lr&amp;β&gt;"),
+        "label not XML-escaped"
+    );
+    assert!(svg.contains("Win-rate vs baseline"));
+    assert!(svg.contains("Mean response length"));
+    assert!(svg.contains("LC win-rate") && svg.contains("baseline"));
+    assert!(!svg.contains("NaN"));
+}
+
+#[test]
+fn report_renders_for_a_single_iteration_and_rejects_bad_input() {
+    let dir = tempfile::tempdir().unwrap();
+    let one = vec![("only".to_string(), iteration(5, 0.55, 10))];
+    let files = render_report(&one, dir.path()).unwrap();
+    let svg = std::fs::read_to_string(&files.svg_path).unwrap();
+    check_xml(&svg).unwrap();
+
+    let err = render_report(&[], dir.path()).unwrap_err().to_string();
+    assert!(err.contains("no iterations"), "{err}");
+
+    let mut bad = iteration(6, 0.5, 0);
+    bad.lc_win_rate = f64::NAN;
+    let err = render_report(&[("it-bad".to_string(), bad)], dir.path())
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("it-bad") && err.contains("lc_win_rate"),
+        "{err}"
+    );
+
+    // The output directory cannot be created beneath a regular file.
+    let file = dir.path().join("a_file");
+    std::fs::write(&file, "x").unwrap();
+    let err = render_report(&one, &file.join("sub"))
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("creating report directory"), "{err}");
+}
+
+#[test]
+fn warnings_and_notes_appear_in_markdown() {
+    let mut s = iteration(7, 0.5, 0);
+    s.lc_warning = Some("planted warning".into());
+    s.notes.push("planted note".into());
+    let md = dno_eval::render_markdown(&[("w|x".to_string(), s)]);
+    assert!(md.contains("## Warnings"));
+    assert!(md.contains("**w\\|x**: planted warning"), "{md}");
+    assert!(md.contains("planted note"));
+}
