@@ -43,6 +43,46 @@ pub struct Comparison {
     pub baseline_correct: Option<bool>,
 }
 
+impl Comparison {
+    /// Build a comparison from the judge's per-order preferences (P(candidate preferred) with the
+    /// candidate shown first / second); `p_candidate` is the mean of the orders present.
+    /// Errors when neither order is given or a value is not a probability.
+    pub fn from_orders(
+        prompt_id: impl Into<String>,
+        p_candidate_first: Option<f64>,
+        p_candidate_second: Option<f64>,
+        candidate_len: usize,
+        baseline_len: usize,
+    ) -> Result<Self> {
+        let prompt_id = prompt_id.into();
+        for (what, p) in [
+            ("p_candidate_first", p_candidate_first),
+            ("p_candidate_second", p_candidate_second),
+        ] {
+            if let Some(v) = p {
+                if !(0.0..=1.0).contains(&v) {
+                    bail!("prompt_id {prompt_id:?}: {what} = {v} is not a probability in [0, 1]");
+                }
+            }
+        }
+        let p_candidate = match (p_candidate_first, p_candidate_second) {
+            (Some(a), Some(b)) => 0.5 * (a + b),
+            (Some(a), None) | (None, Some(a)) => a,
+            (None, None) => bail!("prompt_id {prompt_id:?}: no judged order (both p_candidate_first and p_candidate_second are missing)"),
+        };
+        Ok(Comparison {
+            prompt_id,
+            p_candidate,
+            p_candidate_first,
+            p_candidate_second,
+            candidate_len,
+            baseline_len,
+            candidate_correct: None,
+            baseline_correct: None,
+        })
+    }
+}
+
 /// Options for [`summarize`].
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 #[serde(default)]

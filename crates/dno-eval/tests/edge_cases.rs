@@ -241,3 +241,26 @@ fn summary_round_trips_through_json() {
         }
     );
 }
+
+#[test]
+fn comparison_from_orders() {
+    let c = Comparison::from_orders("x", Some(1.0), Some(0.0), 12, 10).unwrap();
+    assert_eq!(c.p_candidate, 0.5);
+    assert_eq!(
+        (c.p_candidate_first, c.p_candidate_second),
+        (Some(1.0), Some(0.0))
+    );
+    let c = Comparison::from_orders("x", None, Some(0.25), 12, 10).unwrap();
+    assert_eq!(c.p_candidate, 0.25);
+    let err = Comparison::from_orders("x9", None, None, 1, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(
+        err.contains("x9") && err.contains("no judged order"),
+        "{err}"
+    );
+    let err = Comparison::from_orders("x", Some(2.0), None, 1, 1)
+        .unwrap_err()
+        .to_string();
+    assert!(err.contains("p_candidate_first"), "{err}");
+}
