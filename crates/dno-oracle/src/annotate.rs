@@ -228,7 +228,7 @@ where
     let mut next_idx = 0usize;
     let mut next_emit = 0usize;
     let mut tasks: JoinSet<(usize, std::result::Result<ItemResult, String>)> = JoinSet::new();
-    let mut done: BTreeMap<usize, std::result::Result<ItemResult, String>> = BTreeMap::new();
+    let mut done: BTreeMap<usize, ItemResult> = BTreeMap::new();
     let mut prog = Progress::default();
     let mut consecutive = 0usize;
     let calls_now = |counters: &Counters| match (oracle, &client_before) {
@@ -253,9 +253,10 @@ where
             }
             let joined = tasks.join_next().await.context("annotate: task set unexpectedly empty")?;
             let (i, r) = joined.map_err(|e| anyhow!("annotate: an item task failed: {e}"))?;
+            // A fatal error ends the run at once (answers so far are in the cache).
+            let r = r.map_err(|e| anyhow!(e))?;
             done.insert(i, r);
             while let Some(r) = done.remove(&next_emit) {
-                let r = r.map_err(|e| anyhow!(e))?;
                 prog.items_done += 1;
                 prog.judgments += r.judgments.len();
                 prog.failures += r.failures.len();

@@ -7,8 +7,10 @@
 //!   `chars/4 + max_tokens` before the call and corrected from `usage` after it);
 //! * retries with exponential backoff and jitter on 408 / 409 / 429 / 5xx, timeouts, connection
 //!   errors and unreadable bodies, honouring a `Retry-After` header (seconds);
-//! * a stop after `max_consecutive_failures` requests in a row failed for good: every later call
-//!   returns a [`Stopped`] error at once, so a dead server or a wrong key does not burn hours;
+//! * a stop after `max_consecutive_failures` requests in a row failed for good, or after
+//!   `max_consecutive_failures × (max_retries + 1)` HTTP attempts in a row failed for reasons other
+//!   than rate limiting (so a dead server is noticed even while a long queue of first attempts is
+//!   still waiting): every later call returns a [`Stopped`] error at once;
 //! * [`Accounting`]: calls, HTTP attempts, retries, failures, prompt/completion tokens, wall time.
 //!
 //! The API key is read from the environment variable *named* by [`ClientConfig::api_key_env`]
@@ -237,6 +239,7 @@ pub struct Client {
     tpm: Option<Bucket>,
     counters: Counters,
     consecutive_failures: AtomicU64,
+    consecutive_attempt_failures: AtomicU64,
     stopped: AtomicBool,
     stop_reason: Mutex<String>,
     jitter_state: AtomicU64,
@@ -255,8 +258,10 @@ impl std::fmt::Debug for Client {
 /// How an attempt failed.
 enum AttemptError {
     /// Worth another try; `retry_after` from the server when it said so.
-    Retryable { msg: String, retry_after: Option<Duration> },
+    Retryable { msg: String, retry_after: Option<Duration>, rate_limited: bool },
     Fatal(String),
+    /// The client stopped while this attempt waited for a slot.
+    Stopped,
 }
 
 impl Client {
@@ -292,6 +297,7 @@ impl Client {
             api_key,
             counters: Counters::default(),
             consecutive_failures: AtomicU64::new(0),
+            consecutive_attempt_failures: AtomicU64::new(0),
             stopped: AtomicBool::new(false),
             stop_reason: Mutex::new(String::new()),
             jitter_state: AtomicU64::new(seed | 1),
@@ -366,13 +372,23 @@ impl Client {
             let err = match result {
                 Ok(v) => {
                     self.consecutive_failures.store(0, Ordering::Relaxed);
+                    self.consecutive_attempt_failures.store(0, Ordering::Relaxed);
                     return Ok(v);
                 }
                 Err(e) => e,
             };
             let (msg, retry_after, fatal) = match err {
-                AttemptError::Retryable { msg, retry_after } => (msg, retry_after, false),
+                AttemptError::Retryable { msg, retry_after, rate_limited } => {
+                    if !rate_limited {
+                        self.note_failed_attempt(&url, &msg);
+                    }
+                    (msg, retry_after, false)
+                }
                 AttemptError::Fatal(msg) => (msg, None, true),
+                AttemptError::Stopped => {
+                    self.check_stopped()?;
+                    continue;
+                }
             };
             if fatal || attempt >= self.cfg.max_retries {
                 let msg = if fatal {
@@ -394,17 +410,36 @@ impl Client {
         }
     }
 
+    fn note_failed_attempt(&self, url: &str, msg: &str) {
+        let n = self.consecutive_attempt_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        let limit = self.cfg.max_consecutive_failures as u64 * (self.cfg.max_retries as u64 + 1);
+        if limit > 0 && n >= limit {
+            self.stop(format!(
+                "stopping: {n} consecutive HTTP attempts to {} failed (no success in between); last error: {url}: {msg}",
+                self.cfg.base_url
+            ));
+        }
+    }
+
     fn record_failure(&self, msg: &str) {
         self.counters.failures.fetch_add(1, Ordering::Relaxed);
         let n = self.consecutive_failures.fetch_add(1, Ordering::Relaxed) + 1;
         let limit = self.cfg.max_consecutive_failures as u64;
-        if limit > 0 && n >= limit && !self.stopped.swap(true, Ordering::Relaxed) {
-            let reason = format!(
+        if limit > 0 && n >= limit {
+            self.stop(format!(
                 "stopping: {n} consecutive requests to {} failed after all retries; last error: {msg}",
                 self.cfg.base_url
-            );
+            ));
+        }
+    }
+
+    fn stop(&self, reason: String) {
+        // The reason is written before the flag (under the lock), so readers never see it empty.
+        let mut r = self.stop_reason.lock().unwrap_or_else(|e| e.into_inner());
+        if !self.stopped.load(Ordering::SeqCst) {
             log::error!("{reason}");
-            *self.stop_reason.lock().unwrap_or_else(|e| e.into_inner()) = reason;
+            *r = reason;
+            self.stopped.store(true, Ordering::SeqCst);
         }
     }
 
@@ -425,6 +460,10 @@ impl Client {
             b.acquire(est_tokens).await;
         }
         let _permit = self.sem.acquire().await.map_err(|_| AttemptError::Fatal("client closed".into()))?;
+        // Waiting calls must not reach a server the client has given up on.
+        if self.stopped.load(Ordering::Relaxed) {
+            return Err(AttemptError::Stopped);
+        }
         self.counters.http_attempts.fetch_add(1, Ordering::Relaxed);
         let mut req = self
             .http
@@ -436,7 +475,7 @@ impl Client {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None }),
+            Err(e) => return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None, rate_limited: false }),
         };
         let status = resp.status();
         let retry_after = resp
@@ -448,14 +487,14 @@ impl Client {
             .map(Duration::from_secs_f64);
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None }),
+            Err(e) => return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None, rate_limited: false }),
         };
         if !status.is_success() {
             let snippet = snippet(&String::from_utf8_lossy(&bytes), 300);
             let code = status.as_u16();
             let msg = format!("HTTP {code}: {snippet}");
             return if matches!(code, 408 | 409 | 425 | 429) || status.is_server_error() {
-                Err(AttemptError::Retryable { msg, retry_after })
+                Err(AttemptError::Retryable { msg, retry_after, rate_limited: code == 429 })
             } else if code == 401 || code == 403 {
                 Err(AttemptError::Fatal(format!(
                     "{msg} (check the API key in env var {})",
@@ -471,6 +510,7 @@ impl Client {
                 return Err(AttemptError::Retryable {
                     msg: format!("response body is not valid JSON ({e}): {}", snippet(&String::from_utf8_lossy(&bytes), 200)),
                     retry_after: None,
+                    rate_limited: false,
                 })
             }
         };
@@ -479,6 +519,7 @@ impl Client {
             return Err(AttemptError::Retryable {
                 msg: format!("response has no `choices`: {}", snippet(&v.to_string(), 200)),
                 retry_after: None,
+                rate_limited: false,
             });
         }
         let usage = v.get("usage");

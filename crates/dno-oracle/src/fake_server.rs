@@ -35,6 +35,8 @@ pub enum Fault {
     WrongFormat,
     /// Closes the connection without answering.
     Disconnect,
+    /// Any HTTP status with a small JSON error body (e.g. 400, 401, 503).
+    Status(u16),
 }
 
 /// A custom reply chosen by [`FakeConfig::override_fn`].
@@ -74,6 +76,8 @@ pub struct FakeStats {
     pub faults: AtomicU64,
     /// Requests answered normally.
     pub ok: AtomicU64,
+    /// The last `Authorization` header seen (tests check the API key handling).
+    pub last_authorization: std::sync::Mutex<Option<String>>,
 }
 
 pub struct FakeServer {
@@ -137,11 +141,14 @@ async fn serve_conn(mut sock: TcpStream, cfg: Arc<FakeConfig>, stats: Arc<FakeSt
         let request_line = lines.next().unwrap_or("").to_string();
         let mut content_length = 0usize;
         let mut close = false;
+        let mut authorization = None;
         for l in lines {
             if let Some((k, v)) = l.split_once(':') {
                 let k = k.trim().to_ascii_lowercase();
                 if k == "content-length" {
                     content_length = v.trim().parse().unwrap_or(0);
+                } else if k == "authorization" {
+                    authorization = Some(v.trim().to_string());
                 } else if k == "connection" && v.trim().eq_ignore_ascii_case("close") {
                     close = true;
                 }
@@ -158,6 +165,7 @@ async fn serve_conn(mut sock: TcpStream, cfg: Arc<FakeConfig>, stats: Arc<FakeSt
         let body: Vec<u8> = buf[body_start..body_start + content_length].to_vec();
         buf.drain(..body_start + content_length);
         stats.requests.fetch_add(1, Ordering::Relaxed);
+        *stats.last_authorization.lock().unwrap_or_else(|e| e.into_inner()) = authorization;
         let n = counter.fetch_add(1, Ordering::Relaxed);
         let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
         let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
@@ -198,6 +206,7 @@ async fn serve_conn(mut sock: TcpStream, cfg: Arc<FakeConfig>, stats: Arc<FakeSt
                             .into_bytes(),
                     ),
                     Fault::Disconnect => return,
+                    Fault::Status(code) => (code, String::new(), br#"{"error":{"message":"injected status"}}"#.to_vec()),
                 }
             }
             Some(Reply::Text(t)) => {

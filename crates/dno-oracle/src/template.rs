@@ -14,11 +14,11 @@ pub fn load(path: Option<&Path>, default: &str, required: &[&str]) -> Result<Str
         Some(p) => std::fs::read_to_string(p).with_context(|| format!("reading judge template {}", p.display()))?,
         None => default.to_string(),
     };
-    for r in required {
-        if !text.contains(&format!("{{{r}}}")) {
-            let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in template".into());
-            bail!("judge template {origin} lacks the placeholder {{{r}}}");
-        }
+    let missing: Vec<String> =
+        required.iter().filter(|r| !text.contains(&format!("{{{r}}}"))).map(|r| format!("{{{r}}}")).collect();
+    if !missing.is_empty() {
+        let origin = path.map(|p| p.display().to_string()).unwrap_or_else(|| "built-in template".into());
+        bail!("judge template {origin} lacks the placeholder(s) {}", missing.join(", "));
     }
     Ok(text)
 }
