@@ -48,6 +48,11 @@
 //! sequence log-probs for IPO, averaging rather than summing token log-probs;
 //! that choice belongs to whoever computes the [`PairInputs`].)
 //!
+//! **DNO and TRL's label smoothing.** TRL's `sigmoid` loss with
+//! `label_smoothing` ε (conservative DPO) is −(1−ε) log σ(βΔ) − ε log σ(−βΔ),
+//! which is [`dno_loss`] with η = β and z = 1 − ε. So the soft-label DNO loss
+//! of Eq. 8 can be cross-checked against TRL with per-pair ε = 1 − z.
+//!
 //! **SPPO and its β.** SPPO's update (Eq. 4.7) regresses each response's own
 //! log-ratio onto its centred win-rate: (log π(y)/π_t(y) − η_SPPO(P̂(y ≻ π_t) − ½))².
 //! The official trainer (`uclaml/SPPO`, `loss_type == "sppo"`) computes, per
@@ -58,6 +63,8 @@
 //! β = 0.001, η_SPPO = 1000). [`sppo_loss`] is exactly that with β = this
 //! module's η, consistent with DPO/DNO where η·log-ratio is the implicit
 //! reward: the regression target η·a = P_win − ½ is a centred win-rate.
+//! TRL's `sppo_hard` is the hard-label version *without* the halving:
+//! (a − ½/β)² + (b + ½/β)² = 2 × `sppo_loss(x, β, 1, 0)`.
 
 use crate::{check_finite, check_positive, check_probability, MathError, Result};
 use serde::{Deserialize, Serialize};
@@ -373,10 +380,10 @@ mod tests {
 
     #[test]
     fn log_sigmoid_is_stable_and_matches_naive() {
-        for &x in &[-30.0, -5.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 5.0, 30.0] {
-            let naive = (1.0 / (1.0 + (-x as f64).exp())).ln();
+        for &x in &[-30.0f64, -5.0, -1.0, -1e-3, 0.0, 1e-3, 1.0, 5.0, 30.0] {
+            let naive = (1.0 / (1.0 + (-x).exp())).ln();
             assert!(close(log_sigmoid(x), naive, 1e-12), "x={x}");
-            assert!(close(sigmoid(x), (x as f64).exp() / (1.0 + (x as f64).exp()), 1e-12));
+            assert!(close(sigmoid(x), x.exp() / (1.0 + x.exp()), 1e-12));
         }
         assert_eq!(log_sigmoid(0.0), -std::f64::consts::LN_2);
         // Far tails: naive would give -inf / 0; exact asymptotics are x and -e^{-x}.
@@ -521,6 +528,29 @@ mod tests {
         let xm = inputs(0.3 / beta, -0.2 / beta, 0.0, 0.0);
         let om = sppo_loss(&xm, beta, 0.8, 0.3).unwrap();
         assert!(om.loss < 1e-28 && om.grad_chosen.abs() < 1e-14 && om.grad_rejected.abs() < 1e-14);
+    }
+
+    #[test]
+    fn dno_equals_trl_sigmoid_with_label_smoothing() {
+        for x in sample_points() {
+            for eps in [0.0, 0.1, 0.27, 0.5] {
+                let beta = 0.1;
+                let logits = x.logratio_diff();
+                let trl = -(1.0 - eps) * log_sigmoid(beta * logits) - eps * log_sigmoid(-beta * logits);
+                assert!(close(dno_loss(&x, beta, 1.0 - eps).unwrap().loss, trl, 1e-13));
+            }
+        }
+    }
+
+    #[test]
+    fn sppo_hard_of_trl_is_twice_ours() {
+        // TRL sppo_hard: (a − 0.5/β)² + (b + 0.5/β)².
+        for x in sample_points() {
+            let beta = 0.1;
+            let (a, b) = (x.chosen_logratio(), x.rejected_logratio());
+            let trl = (a - 0.5 / beta).powi(2) + (b + 0.5 / beta).powi(2);
+            assert!(close(2.0 * sppo_loss(&x, beta, 1.0, 0.0).unwrap().loss, trl, 1e-12));
+        }
     }
 
     #[test]

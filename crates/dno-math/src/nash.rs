@@ -2,15 +2,15 @@
 //! Neumann) winner, and a Bradley-Terry reward maximiser that does not.
 //!
 //! **Game.** n actions (responses of one prompt) and a preference matrix
-//! P[i][j] = P(i ≻ j) with P[i][j] + P[j][i] = 1 (§2.2). The von Neumann
-//! winner (Eq. 3) is the policy π* with min_j Σ_i π*(i) P[i][j] ≥ ½; a
+//! `P[i][j]` = P(i ≻ j) with `P[i][j]` + `P[j][i]` = 1 (§2.2). The von Neumann
+//! winner (Eq. 3) is the policy π* with min_j Σ_i π*(i) `P[i][j]` ≥ ½; a
 //! policy's *exploitability* is how much the best response beats it:
-//! max_i Σ_j P[i][j] π(j) − ½ ≥ 0, zero exactly at a Nash policy.
+//! max_i Σ_j `P[i][j]` π(j) − ½ ≥ 0, zero exactly at a Nash policy.
 //!
 //! **DNO (Alg. 1).** The policy is a softmax over logits θ. At iteration t,
 //! with π_t the current policy:
 //!
-//! 1. r_t(i) = Σ_j π_t(j) P[i][j] (Alg. 1 line 3, computed exactly);
+//! 1. r_t(i) = Σ_j π_t(j) `P[i][j]` (Alg. 1 line 3, computed exactly);
 //! 2. for every pair (i, j) the soft target z_ij = σ(r_t(i) − r_t(j)) and the
 //!    loss [`crate::loss::dno_loss`] on log π(i), log π(j) with reference
 //!    log π_t (Eq. 8 / Eq. 11), averaged over pairs;
@@ -40,7 +40,7 @@
 //!
 //! **Bradley-Terry reward maximiser (contrast).** At iteration t, fit scalar
 //! rewards s to P by weighted logistic regression (BT likelihood with soft
-//! labels P[i][j], on-policy pair weights µ_t(i)µ_t(j) where µ_t mixes π_t with
+//! labels `P[i][j]`, on-policy pair weights µ_t(i)µ_t(j) where µ_t mixes π_t with
 //! a little uniform exploration, plus a small ridge), then play the reward
 //! maximiser π_{t+1} = softmax(s/temperature). A BT reward is transitive, so on
 //! rock-paper-scissors it always crowns one action, the policy concentrates on
@@ -48,18 +48,20 @@
 //! exploitability near ½ (their long-run *average* can still be near uniform:
 //! that is best-response cycling, not convergence).
 
+#![allow(clippy::needless_range_loop)] // matrix code reads best with explicit indices
+
 use crate::loss::{dno_loss, log_sigmoid, sigmoid, PairInputs};
 use crate::winrate::expected_win_rates;
 use crate::{check_finite, check_positive, MathError, Result, SplitMix64};
 
-/// A symmetric two-player preference game: P[i][j] = P(i ≻ j).
+/// A symmetric two-player preference game: `P[i][j]` = P(i ≻ j).
 #[derive(Debug, Clone, PartialEq)]
 pub struct PreferenceGame {
     p: Vec<Vec<f64>>,
 }
 
 impl PreferenceGame {
-    /// Validates P: square, n ≥ 2, entries in [0, 1], P[i][j] + P[j][i] = 1
+    /// Validates P: square, n ≥ 2, entries in [0, 1], `P[i][j]` + `P[j][i]` = 1
     /// within 1e-9 (so the diagonal is ½).
     pub fn new(p: Vec<Vec<f64>>) -> Result<Self> {
         let n = p.len();
@@ -90,14 +92,14 @@ impl PreferenceGame {
     }
 
     /// Rock-paper-scissors with certain outcomes (actions R, P, S):
-    /// P[R][S] = P[S][P] = P[P][R] = 1. The unique Nash policy is uniform.
+    /// `P[R][S]` = `P[S][P]` = `P[P][R]` = 1. The unique Nash policy is uniform.
     pub fn rock_paper_scissors() -> Self {
         Self {
             p: vec![vec![0.5, 0.0, 1.0], vec![1.0, 0.5, 0.0], vec![0.0, 1.0, 0.5]],
         }
     }
 
-    /// P = ½ + A with A skew-symmetric, A[i][j] uniform in [−scale, scale]
+    /// P = ½ + A with A skew-symmetric, `A[i][j]` uniform in [−scale, scale]
     /// (scale is clamped to ½), from a seeded [`SplitMix64`].
     pub fn random_skew(n: usize, seed: u64, scale: f64) -> Result<Self> {
         check_positive("scale", scale)?;
@@ -135,19 +137,19 @@ impl PreferenceGame {
         })
     }
 
-    /// An action preferred to every other one (P[i][j] ≥ ½ for all j), if any.
+    /// An action preferred to every other one (`P[i][j]` ≥ ½ for all j), if any.
     /// Without one no pure policy is a Nash policy: the von Neumann winner is
     /// mixed, and the game is intransitive "at the top".
     pub fn condorcet_winner(&self) -> Option<usize> {
         (0..self.n()).find(|&i| self.p[i].iter().all(|&x| x >= 0.5))
     }
 
-    /// r(i) = Σ_j π(j) P[i][j] (Alg. 1 line 3).
+    /// r(i) = Σ_j π(j) `P[i][j]` (Alg. 1 line 3).
     pub fn win_rates(&self, pi: &[f64]) -> Result<Vec<f64>> {
         expected_win_rates(&self.p, pi)
     }
 
-    /// max_i Σ_j P[i][j] π(j) − ½.
+    /// max_i Σ_j `P[i][j]` π(j) − ½.
     pub fn exploitability(&self, pi: &[f64]) -> Result<f64> {
         Ok(self.win_rates(pi)?.into_iter().fold(f64::NEG_INFINITY, f64::max) - 0.5)
     }
@@ -268,7 +270,7 @@ pub fn dno_step(game: &PreferenceGame, ref_logits: &[f64], cfg: &DnoTabularConfi
         }
     }
     let total: f64 = pairs.iter().map(|p| p.3).sum();
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return Err(MathError::new("DNO pair weights sum to zero"));
     }
     let mut degree = vec![0.0; n];

@@ -624,7 +624,7 @@ pub fn pair_prompt(
 /// iteration t−1−k; `fractions[k]`: the largest share of the final mixed set
 /// that may come from t−1−k (App. C: 0.3, 0.15). Extra entries of either
 /// slice beyond the shorter one are ignored. Guarantees, for the returned m:
-/// m_k ≤ available[k] and m_k ≤ fractions[k]·(n_current + Σm). With ample
+/// m_k ≤ `available[k]` and m_k ≤ `fractions[k]`·(n_current + Σm). With ample
 /// history m_k = ⌊f_k·n_current/(1 − Σf)⌋.
 pub fn replay_counts(n_current: usize, available: &[usize], fractions: &[f64]) -> Result<Vec<usize>> {
     let k = available.len().min(fractions.len());

@@ -1,16 +1,16 @@
 //! Preference matrices and win-rates: the reward r_t of DNO.
 //!
 //! Alg. 1 line 3 defines the reward of a response as its expected win-rate
-//! against the current policy, r_t(x,y) = E_{y′∼π_t(·|x)} P(y ≻ y′ | x) ∈ [0,1].
+//! against the current policy, r_t(x,y) = E_{y′∼π_t(·|x)} P(y ≻ y′ | x) ∈ \[0,1\].
 //! DNO-Prct estimates it from the K sampled candidates (plus the gold
 //! response) of a prompt (§4 implicit reward estimate):
 //! r_t(x,y) ≈ mean over the other candidates y′ of P(y ≻ y′ | x).
 //!
-//! [`PreferenceMatrix::from_judgments`] builds the matrix P[i][j] of one prompt
+//! [`PreferenceMatrix::from_judgments`] builds the matrix `P[i][j]` of one prompt
 //! from judged pairs (sample_a, sample_b, p_a = P(a ≻ b)):
 //!
 //! * both orders are merged: a judgment of (b, a) with p contributes 1 − p to
-//!   (a, b) (and p to (b, a)); so P[i][j] + P[j][i] = 1 for every judged pair;
+//!   (a, b) (and p to (b, a)); so `P[i][j]` + `P[j][i]` = 1 for every judged pair;
 //! * several judgments of the same unordered pair (either order, e.g. a
 //!   position-swapped re-judgment) are averaged;
 //! * pairs never judged stay missing, and a candidate's win-rate is the mean
@@ -53,9 +53,9 @@ pub struct WinRate {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct PreferenceMatrix {
     ids: Vec<String>,
-    /// p[i][j] = averaged P(i ≻ j), `None` if the pair was never judged.
+    /// `p[i][j]` = averaged P(i ≻ j), `None` if the pair was never judged.
     p: Vec<Vec<Option<f64>>>,
-    /// Number of judgments merged into p[i][j] (symmetric).
+    /// Number of judgments merged into `p[i][j]` (symmetric).
     counts: Vec<Vec<usize>>,
 }
 
@@ -100,7 +100,7 @@ impl PreferenceMatrix {
 
     /// Builds the matrix from a complete dense matrix (diagonal ignored).
     /// Errors unless every off-diagonal entry is in [0, 1] and
-    /// P[i][j] + P[j][i] = 1 (within 1e-9).
+    /// `P[i][j]` + `P[j][i]` = 1 (within 1e-9).
     pub fn from_dense(ids: &[String], p: &[Vec<f64>]) -> Result<Self> {
         let n = ids.len();
         if p.len() != n || p.iter().any(|row| row.len() != n) {
@@ -163,8 +163,8 @@ impl PreferenceMatrix {
     }
 }
 
-/// Exact Alg. 1 line 3 reward for a known policy: r(i) = Σ_j π(j) P[i][j],
-/// with P dense (P[i][i] is used as given, normally ½).
+/// Exact Alg. 1 line 3 reward for a known policy: r(i) = Σ_j π(j) `P[i][j]`,
+/// with P dense (`P[i][i]` is used as given, normally ½).
 pub fn expected_win_rates(p: &[Vec<f64>], pi: &[f64]) -> Result<Vec<f64>> {
     let n = pi.len();
     if p.len() != n || p.iter().any(|row| row.len() != n) {
