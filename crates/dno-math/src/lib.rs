@@ -90,7 +90,7 @@ pub(crate) fn check_positive(name: &str, value: f64) -> Result<()> {
     }
 }
 
-pub use loss::{LossConfig, LossKind, LossOutput, PairInputs, PairTargets};
-pub use pairing::{Candidate, Pair, PairingConfig, PairingStrategy, PairingSummary};
+pub use loss::{BatchLoss, LossConfig, LossKind, LossOutput, PairInputs, PairTargets};
+pub use pairing::{Basis, Candidate, DropCounts, Pair, PairKind, PairingConfig, PairingStrategy, PairingSummary, ValueBasis};
 pub use rng::SplitMix64;
 pub use winrate::{Judgment, PreferenceMatrix, WinRate};

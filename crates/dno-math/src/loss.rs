@@ -214,7 +214,8 @@ pub fn sppo_loss(x: &PairInputs, eta: f64, p_win: f64, p_lose: f64) -> Result<Lo
 
 /// Supervised fine-tuning on the chosen response: −log π(y⁺|x) (gradient −1
 /// w.r.t. log π(y⁺), 0 w.r.t. log π(y⁻)). `eta` only scales the reported
-/// rewards.
+/// rewards. (Token-averaged NLL, as TRL's `sft` term, is this with the
+/// caller passing the mean token log-prob.)
 pub fn sft_loss(x: &PairInputs, eta: f64) -> Result<LossOutput> {
     x.validate()?;
     check_positive("eta", eta)?;
@@ -333,6 +334,79 @@ pub fn pair_loss(cfg: &LossConfig, x: &PairInputs, t: &PairTargets) -> Result<Lo
         LossKind::Sppo => sppo_loss(x, cfg.eta, t.p_win, t.p_lose),
         LossKind::Sft => sft_loss(x, cfg.eta),
     }
+}
+
+/// A (weighted) batch of pair losses reduced the way a trainer reports them.
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct BatchLoss {
+    /// Σ_k w_k ℓ_k / Σ_k w_k (the plain mean when all weights are 1).
+    pub loss: f64,
+    /// d loss / d log π(y⁺_k) = (w_k / Σw)·grad_chosen_k, per pair.
+    pub grad_chosen: Vec<f64>,
+    /// d loss / d log π(y⁻_k), per pair.
+    pub grad_rejected: Vec<f64>,
+    /// Unweighted mean of `reward_chosen` (TRL's `rewards/chosen`).
+    pub reward_chosen: f64,
+    /// Unweighted mean of `reward_rejected` (`rewards/rejected`).
+    pub reward_rejected: f64,
+    /// Unweighted mean margin (`rewards/margins`).
+    pub margin: f64,
+    /// Unweighted mean accuracy (`rewards/accuracies`).
+    pub accuracy: f64,
+}
+
+/// Applies [`pair_loss`] to every pair and reduces: weighted mean loss with
+/// its per-pair gradients, unweighted means of the metrics. `weights`
+/// (default all 1) must be finite, ≥ 0 and not all 0; the batch must be
+/// non-empty and `targets` / `weights` as long as `inputs`.
+pub fn batch_loss(
+    cfg: &LossConfig,
+    inputs: &[PairInputs],
+    targets: &[PairTargets],
+    weights: Option<&[f64]>,
+) -> Result<BatchLoss> {
+    let n = inputs.len();
+    if n == 0 {
+        return Err(MathError::new("batch_loss needs at least one pair"));
+    }
+    if targets.len() != n {
+        return Err(MathError::new(format!("batch_loss: {} targets for {n} pairs", targets.len())));
+    }
+    let ones = vec![1.0; n];
+    let w = weights.unwrap_or(&ones);
+    if w.len() != n {
+        return Err(MathError::new(format!("batch_loss: {} weights for {n} pairs", w.len())));
+    }
+    for (k, &x) in w.iter().enumerate() {
+        if !(x.is_finite() && x >= 0.0) {
+            return Err(MathError::new(format!("batch_loss: weight {k} must be finite and >= 0, got {x}")));
+        }
+    }
+    let total: f64 = w.iter().sum();
+    if total <= 0.0 {
+        return Err(MathError::new("batch_loss: weights sum to zero"));
+    }
+    let mut out = BatchLoss {
+        loss: 0.0,
+        grad_chosen: Vec::with_capacity(n),
+        grad_rejected: Vec::with_capacity(n),
+        reward_chosen: 0.0,
+        reward_rejected: 0.0,
+        margin: 0.0,
+        accuracy: 0.0,
+    };
+    for k in 0..n {
+        let o = pair_loss(cfg, &inputs[k], &targets[k]).map_err(|e| MathError::new(format!("pair {k}: {e}")))?;
+        let s = w[k] / total;
+        out.loss += s * o.loss;
+        out.grad_chosen.push(s * o.grad_chosen);
+        out.grad_rejected.push(s * o.grad_rejected);
+        out.reward_chosen += o.reward_chosen / n as f64;
+        out.reward_rejected += o.reward_rejected / n as f64;
+        out.margin += o.margin / n as f64;
+        out.accuracy += o.accuracy / n as f64;
+    }
+    Ok(out)
 }
 
 #[cfg(test)]
@@ -551,6 +625,41 @@ mod tests {
             let trl = (a - 0.5 / beta).powi(2) + (b + 0.5 / beta).powi(2);
             assert!(close(2.0 * sppo_loss(&x, beta, 1.0, 0.0).unwrap().loss, trl, 1e-12));
         }
+    }
+
+    #[test]
+    fn batch_loss_is_the_weighted_mean_with_matching_gradients() {
+        let xs: Vec<PairInputs> = sample_points().into_iter().take(6).collect();
+        let ts: Vec<PairTargets> = (0..6).map(|k| PairTargets { z: 0.5 + 0.04 * k as f64, p_win: 0.7, p_lose: 0.2 }).collect();
+        let w = [1.0, 2.0, 0.0, 0.5, 1.0, 3.0];
+        for kind in LossKind::ALL {
+            let cfg = LossConfig::new(kind, 0.1);
+            let b = batch_loss(&cfg, &xs, &ts, Some(&w)).unwrap();
+            let per: Vec<LossOutput> = xs.iter().zip(&ts).map(|(x, t)| pair_loss(&cfg, x, t).unwrap()).collect();
+            let expect: f64 = per.iter().zip(&w).map(|(o, w)| w * o.loss).sum::<f64>() / 7.5;
+            assert!(close(b.loss, expect, 1e-13), "{kind}");
+            // Gradient of the batch loss by finite differences on one pair's policy log-prob.
+            let k = 3;
+            let f = |d: f64| {
+                let mut xs2 = xs.clone();
+                xs2[k].policy_chosen += d;
+                batch_loss(&cfg, &xs2, &ts, Some(&w)).unwrap().loss
+            };
+            let fd = (f(1e-6) - f(-1e-6)) / 2e-6;
+            assert!((b.grad_chosen[k] - fd).abs() < 1e-6 * (1.0 + b.loss.abs()), "{kind}: {} vs {fd}", b.grad_chosen[k]);
+            assert_eq!(b.grad_chosen[2], 0.0); // zero weight
+            let acc = per.iter().map(|o| o.accuracy).sum::<f64>() / 6.0;
+            assert!(close(b.accuracy, acc, 1e-15));
+        }
+        // Unweighted = plain mean.
+        let cfg = LossConfig::new(LossKind::Dpo, 0.1);
+        let b = batch_loss(&cfg, &xs, &ts, None).unwrap();
+        let mean = xs.iter().map(|x| dpo_loss(x, 0.1).unwrap().loss).sum::<f64>() / 6.0;
+        assert!(close(b.loss, mean, 1e-14));
+        assert!(batch_loss(&cfg, &[], &[], None).is_err());
+        assert!(batch_loss(&cfg, &xs, &ts[..2], None).is_err());
+        assert!(batch_loss(&cfg, &xs, &ts, Some(&[0.0; 6])).is_err());
+        assert!(batch_loss(&cfg, &xs, &ts, Some(&[1.0, -1.0, 1.0, 1.0, 1.0, 1.0])).is_err());
     }
 
     #[test]

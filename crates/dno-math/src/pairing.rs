@@ -7,7 +7,7 @@
 //!
 //! * `score`: the judge's absolute score on the additive 6-point rubric
 //!   (Fig. 3, App. C), used when *every* candidate of the prompt has a score
-//!   (with [`Basis::Auto`]);
+//!   (with [`Basis::Auto`]; repetitive candidates need none);
 //! * `win-rate`: r_t(x,y) from [`crate::winrate`] (Alg. 1 line 3, §4).
 //!
 //! A candidate flagged `repetitive` (App. C "defect detection": many repeated
@@ -468,7 +468,9 @@ pub fn pair_prompt(
         }
     }
 
-    let all_scored = !candidates.is_empty() && candidates.iter().all(|c| c.score.is_some());
+    // Repetitive candidates are automatic negatives and need no score.
+    let all_scored = candidates.iter().any(|c| !c.repetitive)
+        && candidates.iter().all(|c| c.repetitive || c.score.is_some());
     let basis = match cfg.basis {
         Basis::Score => ValueBasis::Score,
         Basis::WinRate => ValueBasis::WinRate,
@@ -932,6 +934,21 @@ mod tests {
         let pairs = pair_prompt("p", &c, Some(&w), &cfg, &mut s).unwrap();
         assert_eq!(names(&pairs), vec![pr("ok", "rep1"), pr("ok", "rep2")]);
         assert!(pairs.iter().all(|p| p.rejected_value == 0.0));
+    }
+
+    #[test]
+    fn unscored_repetitive_candidates_do_not_force_win_rates() {
+        let c = vec![
+            cand("a", false, false, Some(5.0)),
+            cand("b", false, true, None),
+            cand("c", false, false, Some(3.0)),
+        ];
+        let mut s = PairingSummary::default();
+        let pairs = pair_prompt("p", &c, None, &PairingConfig::default(), &mut s).unwrap();
+        assert_eq!(names(&pairs), vec![pr("a", "b"), pr("a", "c")]);
+        assert_eq!(s.prompts_on_scores, 1);
+        assert_eq!(s.unrated_candidates, 0);
+        check_invariants(&s);
     }
 
     #[test]
