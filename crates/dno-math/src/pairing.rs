@@ -430,7 +430,7 @@ impl PairingSummary {
 /// `win_rates`, when given, is aligned with `candidates` (e.g. from
 /// [`crate::PreferenceMatrix::win_rates`]). Errors (nothing added to
 /// `summary`) on an invalid config, duplicate candidate ids, a misaligned
-/// `win_rates`, a non-finite score or a win-rate outside [0, 1].
+/// `win_rates`, a score outside [score_min, score_max] or a win-rate outside [0, 1].
 pub fn pair_prompt(
     prompt_id: &str,
     candidates: &[Candidate],
@@ -445,7 +445,12 @@ pub fn pair_prompt(
             return Err(MathError::new(format!("prompt '{prompt_id}': duplicate candidate id '{}'", c.id)));
         }
         if let Some(s) = c.score {
-            check_finite(&format!("prompt '{prompt_id}': score of candidate '{}'", c.id), s)?;
+            if !(cfg.score_min..=cfg.score_max).contains(&s) {
+                return Err(MathError::new(format!(
+                    "prompt '{prompt_id}': score of candidate '{}' must lie in [{}, {}], got {s}",
+                    c.id, cfg.score_min, cfg.score_max
+                )));
+            }
         }
     }
     if let Some(w) = win_rates {
@@ -959,6 +964,9 @@ mod tests {
         assert!(e.message().contains("duplicate candidate id 'a'"), "{e}");
         let c = vec![cand("a", false, false, Some(f64::NAN))];
         assert!(pair_prompt("p", &c, None, &PairingConfig::default(), &mut s).unwrap_err().message().contains("score"));
+        let c = vec![cand("a", false, false, Some(7.0))];
+        let e = pair_prompt("p", &c, None, &PairingConfig::default(), &mut s).unwrap_err();
+        assert!(e.message().contains("must lie in [0, 6], got 7"), "{e}");
         let c = vec![cand("a", false, false, None), cand("b", false, false, None)];
         assert!(pair_prompt("p", &c, Some(&[Some(0.5)]), &PairingConfig::default(), &mut s).is_err());
         assert!(pair_prompt("p", &c, Some(&[Some(0.5), Some(1.5)]), &PairingConfig::default(), &mut s).is_err());
