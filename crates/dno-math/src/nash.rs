@@ -27,7 +27,9 @@
 //! is Hedge (multiplicative weights) with step 1/η on gains r_t ∈ [0, 1] in
 //! self-play, and because xᵀPx = ½ for every distribution x, the average
 //! regret equals the exploitability of π̄: it is at most
-//! η ln n / T + 1/(8η). With η = 10 and T = 3000 that is < 0.02 for n ≤ 8.
+//! η ln n / T + 1/(8η) from a uniform π_1 (from another π_1, ln n becomes
+//! max_i ln 1/π_1(i)). With η = 10 and T = 3000 that is < 0.02 for n ≤ 8 from
+//! a uniform start; the skewed starts of the tests measure well below it.
 //!
 //! *Pair weights.* Because every pair's minimiser coincides, any positive pair
 //! weighting gives the same π_{t+1}; weights only change how fast the inner

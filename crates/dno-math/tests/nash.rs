@@ -30,7 +30,7 @@ fn intransitive_games() -> Vec<(usize, PreferenceGame, u64)> {
     out
 }
 
-/// η = 10, T = 3000: the Hedge bound η ln n / T + 1/(8η) is < 0.02 for n ≤ 8.
+/// η = 10, T = 3000: the Hedge bound η ln n / T + 1/(8η) is < 0.02 for n ≤ 8 (uniform start).
 fn dno_cfg() -> DnoTabularConfig {
     DnoTabularConfig::default()
 }
