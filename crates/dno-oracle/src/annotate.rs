@@ -562,6 +562,24 @@ async fn command(
     Ok(())
 }
 
+/// [`run`] for synchronous callers: builds a multi-thread tokio runtime and blocks on it.
+pub fn run_blocking<I>(
+    oracle: &Oracle,
+    items: I,
+    cache: Option<&Cache>,
+    opts: &RunOptions,
+    progress: impl FnMut(&Progress),
+) -> Result<RunOutput>
+where
+    I: IntoIterator<Item = Item>,
+{
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .enable_all()
+        .build()
+        .context("annotate: starting the tokio runtime")?;
+    rt.block_on(run(oracle, items, cache, opts, progress))
+}
+
 /// Dry run: how many calls and roughly how many tokens a run would cost, without calling anything.
 /// Cached answers (when `cache` is given) are counted separately.
 pub fn estimate<I>(oracle: &Oracle, items: I, cache: Option<&Cache>, opts: &RunOptions) -> Estimate

@@ -273,7 +273,7 @@ impl Client {
         if cfg.max_concurrency == 0 {
             bail!("client: max_concurrency must be at least 1");
         }
-        if !(cfg.timeout_secs > 0.0) {
+        if cfg.timeout_secs.is_nan() || cfg.timeout_secs <= 0.0 {
             bail!("client: timeout_secs must be > 0 (got {})", cfg.timeout_secs);
         }
         let api_key = std::env::var(&cfg.api_key_env).ok().filter(|k| !k.trim().is_empty());

@@ -111,7 +111,7 @@ impl CommandOracle {
             Program::Argv(a) if a.is_empty() => bail!("command oracle: argv is empty"),
             _ => {}
         }
-        if !(cfg.batch_timeout_secs > 0.0) {
+        if cfg.batch_timeout_secs.is_nan() || cfg.batch_timeout_secs <= 0.0 {
             bail!("command oracle: batch_timeout_secs must be > 0");
         }
         let fingerprint =

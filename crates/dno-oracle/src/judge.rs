@@ -134,7 +134,7 @@ impl Judge {
         if cfg.max_parse_attempts == 0 {
             bail!("judge: max_parse_attempts must be at least 1");
         }
-        if !(cfg.max_score > 0.0) {
+        if cfg.max_score.is_nan() || cfg.max_score <= 0.0 {
             bail!("judge: max_score must be > 0");
         }
         let template = match cfg.mode {
@@ -400,7 +400,7 @@ pub fn verdict_from_logprobs(tokens: &[TokenLogprob]) -> Option<f64> {
         }
     }
     let total = mass[0] + mass[1] + mass[2];
-    if !(total > 0.0) {
+    if total.is_nan() || total <= 0.0 {
         return None;
     }
     Some(((mass[0] + 0.5 * mass[2]) / total).clamp(0.0, 1.0))

@@ -28,7 +28,9 @@ pub mod pairs;
 pub mod template;
 pub mod verifier;
 
-pub use annotate::{estimate, run, run_with_sink, Estimate, ItemResult, Oracle, Progress, RunOptions, RunOutput};
+pub use annotate::{
+    estimate, run, run_blocking, run_with_sink, CandidateScore, Estimate, ItemResult, Oracle, Progress, RunOptions, RunOutput,
+};
 pub use cache::Cache;
 pub use client::{Accounting, Client, ClientConfig};
 pub use command::{CommandConfig, CommandOracle};

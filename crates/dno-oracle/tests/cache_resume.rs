@@ -60,7 +60,7 @@ async fn failures_are_not_cached_and_are_retried_on_rerun() {
     let srv = server(FakeConfig {
         override_fn: Some(Arc::new(move |r: &serde_json::Value| {
             let text = r["messages"][0]["content"].as_str().unwrap_or("");
-            (b.load(Ordering::SeqCst) && text.contains("Question number 3?")).then(|| Reply::Fault(Fault::WrongFormat))
+            (b.load(Ordering::SeqCst) && text.contains("Question number 3?")).then_some(Reply::Fault(Fault::WrongFormat))
         })),
         ..Default::default()
     })
@@ -149,4 +149,55 @@ async fn changed_response_or_template_misses_the_cache() {
     ));
     let e = annotate::estimate(&o2, &items, Some(&cache), &opts);
     assert_eq!((e.calls, e.cached_calls), (4, 0));
+}
+
+const KILL_URL: &str = "DNO_ORACLE_SIGKILL_CHILD_URL";
+const KILL_CACHE: &str = "DNO_ORACLE_SIGKILL_CHILD_CACHE";
+
+/// Child half of `sigkill_then_rerun_pays_only_what_is_missing` (re-invoked by the parent test).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+#[ignore]
+async fn sigkill_child() {
+    let (Ok(url), Ok(path)) = (std::env::var(KILL_URL), std::env::var(KILL_CACHE)) else { return };
+    let cache = Cache::open_with(&path, 16).unwrap();
+    let o = judge_oracle(&url, JudgeMode::Pairwise);
+    annotate::run(&o, items(200, 3), Some(&cache), &RunOptions::default(), |_| {}).await.unwrap();
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn sigkill_then_rerun_pays_only_what_is_missing() {
+    let srv = server(FakeConfig { latency_ms: 2, ..Default::default() }).await;
+    let dir = tempfile::tempdir().unwrap();
+    let path = dir.path().join("cache.jsonl");
+    let mut child = std::process::Command::new(std::env::current_exe().unwrap())
+        .args(["--ignored", "--exact", "sigkill_child", "--test-threads", "1"])
+        .env(KILL_URL, &srv.base_url)
+        .env(KILL_CACHE, &path)
+        .stdout(std::process::Stdio::null())
+        .spawn()
+        .unwrap();
+    let t = std::time::Instant::now();
+    loop {
+        let lines = std::fs::read(&path).map(|b| b.iter().filter(|&&c| c == b'\n').count()).unwrap_or(0);
+        if lines >= 300 {
+            break;
+        }
+        assert!(t.elapsed().as_secs() < 60, "child made no progress");
+        assert!(child.try_wait().unwrap().is_none(), "child finished before it could be killed");
+        tokio::time::sleep(std::time::Duration::from_millis(5)).await;
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let total_calls = 200 * 6 * 2;
+    let cache = Cache::open(&path).unwrap();
+    let answered = cache.len();
+    assert!((300..total_calls).contains(&answered), "answered {answered}");
+    let before = srv.requests();
+    let out = annotate::run(&judge_oracle(&srv.base_url, JudgeMode::Pairwise), items(200, 3), Some(&cache), &RunOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert!(out.failures.is_empty());
+    assert_eq!(out.judgments.len(), 200 * 6);
+    assert_eq!(srv.requests() - before, (total_calls - answered) as u64, "rerun paid for answers already in the cache");
+    assert_eq!(out.accounting.cache_hits as usize, answered);
 }

@@ -93,3 +93,16 @@ async fn driver_with_verifier_reports_scores_and_missing_answers() {
     assert!(out.failures[0].error.contains("needs an answer"), "{}", out.failures[0].error);
     assert_eq!(out.accounting.calls, 0);
 }
+
+#[test]
+fn run_blocking_works_without_an_outer_runtime() {
+    let out = annotate::run_blocking(
+        &Oracle::Verifier(Arc::new(v("exact"))),
+        vec![item(Some("a"), &["a", "b", "a"])],
+        None,
+        &RunOptions::default(),
+        |_| {},
+    )
+    .unwrap();
+    assert_eq!(out.judgments.iter().map(|j| j.p_a).collect::<Vec<_>>(), vec![1.0, 0.5, 0.0]);
+}

@@ -76,7 +76,10 @@ pub fn by_prompt(items: &[Item]) -> HashMap<String, Item> {
 }
 
 /// Strips the fields that legitimately differ between a fresh and a cached run.
-pub fn comparable(j: &[Judgment]) -> Vec<(String, String, String, u64, Option<u64>, Option<u64>, Option<u64>)> {
+/// (prompt, a, b, p_a bits, p_ab bits, p_ba bits, score_a bits)
+pub type Comparable = (String, String, String, u64, Option<u64>, Option<u64>, Option<u64>);
+
+pub fn comparable(j: &[Judgment]) -> Vec<Comparable> {
     j.iter()
         .map(|j| {
             (
