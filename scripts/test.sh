@@ -1,0 +1,8 @@
+#!/usr/bin/env bash
+# The test command (README: "Test"). Release mode everywhere, so burn is compiled once.
+set -euo pipefail
+cd "$(dirname "$0")/.."
+cargo build --release --workspace --locked
+cargo test --release --workspace --locked
+# The GPU build must keep compiling even on machines without CUDA.
+CUDARC_CUDA_VERSION="${CUDARC_CUDA_VERSION:-13000}" cargo check --release -p dno-cli --features cuda --locked
