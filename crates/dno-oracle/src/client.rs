@@ -273,8 +273,17 @@ impl Client {
         if cfg.max_concurrency == 0 {
             bail!("client: max_concurrency must be at least 1");
         }
-        if cfg.timeout_secs.is_nan() || cfg.timeout_secs <= 0.0 {
-            bail!("client: timeout_secs must be > 0 (got {})", cfg.timeout_secs);
+        if !cfg.timeout_secs.is_finite() || cfg.timeout_secs <= 0.0 {
+            bail!("client: timeout_secs must be a finite number > 0 (got {})", cfg.timeout_secs);
+        }
+        for (name, v) in [
+            ("backoff_base_secs", cfg.backoff_base_secs),
+            ("backoff_max_secs", cfg.backoff_max_secs),
+            ("max_retry_after_secs", cfg.max_retry_after_secs),
+        ] {
+            if !v.is_finite() || v < 0.0 {
+                bail!("client: {name} must be a finite number >= 0 (got {v})");
+            }
         }
         let api_key = std::env::var(&cfg.api_key_env).ok().filter(|k| !k.trim().is_empty());
         if api_key.is_none() {
@@ -484,7 +493,7 @@ impl Client {
             .and_then(|v| v.to_str().ok())
             .and_then(|s| s.trim().parse::<f64>().ok())
             .filter(|s| s.is_finite() && *s >= 0.0)
-            .map(Duration::from_secs_f64);
+            .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
         let bytes = match resp.bytes().await {
             Ok(b) => b,
             Err(e) => return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None, rate_limited: false }),

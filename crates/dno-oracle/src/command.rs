@@ -111,8 +111,8 @@ impl CommandOracle {
             Program::Argv(a) if a.is_empty() => bail!("command oracle: argv is empty"),
             _ => {}
         }
-        if cfg.batch_timeout_secs.is_nan() || cfg.batch_timeout_secs <= 0.0 {
-            bail!("command oracle: batch_timeout_secs must be > 0");
+        if !cfg.batch_timeout_secs.is_finite() || cfg.batch_timeout_secs <= 0.0 {
+            bail!("command oracle: batch_timeout_secs must be a finite number > 0 (got {})", cfg.batch_timeout_secs);
         }
         let fingerprint =
             crate::cache::hash_parts(&["dno-oracle-command-1", &serde_json::to_string(&cfg.program)?]);
