@@ -1,0 +1,51 @@
+//! `dno-model`: a burn (0.22) runtime for Llama-family decoders (Llama, Qwen2, Mistral).
+//!
+//! - [`load_model`] reads an HF directory or a `.gguf` file into a [`LoadedModel`].
+//! - [`model::Llama`] is the network: full causal forward (trainable) and a KV-cache path.
+//! - [`generate::generate`] samples K completions per prompt; [`score::score`] sums response
+//!   log-probabilities; [`export::save_hf`] writes an HF directory.
+//! - [`lora`] attaches and merges LoRA adapters; [`device::DeviceSpec`] parses "cpu" / "cuda:N".
+
+pub mod chat;
+pub mod config;
+pub mod device;
+pub mod export;
+pub mod generate;
+pub mod gguf;
+pub mod hf;
+pub mod lora;
+pub mod model;
+pub mod score;
+pub mod tokenizer;
+
+use anyhow::{bail, Result};
+use burn::tensor::Device;
+use std::path::Path;
+
+pub use chat::ChatTemplate;
+pub use config::LlamaConfig;
+pub use device::DeviceSpec;
+pub use export::save_hf;
+pub use generate::{generate, FinishReason, GenRequest, Generation, SamplingParams};
+pub use model::Llama;
+pub use score::{score, score_tensor};
+pub use tokenizer::Tok;
+
+/// A model with everything needed to prompt it.
+pub struct LoadedModel {
+    pub model: Llama,
+    pub config: LlamaConfig,
+    pub tokenizer: Tok,
+    pub chat: ChatTemplate,
+}
+
+/// Loads an HF model directory or a `.gguf` file onto `device`.
+pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
+    if path.is_dir() {
+        hf::load_hf_dir(path, device)
+    } else if path.is_file() {
+        gguf::load_gguf(path, device)
+    } else {
+        bail!("model path {} does not exist", path.display())
+    }
+}

@@ -1,0 +1,475 @@
+//! A Llama-family decoder (Llama, Qwen2, Mistral): RMSNorm, GQA attention with rotate-half RoPE,
+//! SwiGLU MLP, optional q/k/v biases, optional tied embeddings, optional LoRA adapters.
+//!
+//! Linear weights are stored transposed relative to PyTorch, as `[in, out]`, so a projection is a
+//! plain `x.matmul(w)`. Loaders transpose on load and the exporter transposes back.
+
+use anyhow::{bail, Context, Result};
+use burn::module::{Module, Param};
+use burn::tensor::activation::{silu, softmax};
+use burn::tensor::{Device, Int, Tensor, TensorData};
+
+use crate::config::LlamaConfig;
+
+/// Low-rank adapter: `y += scale * (x @ a) @ b` with `a: [in, r]`, `b: [r, out]`.
+#[derive(Module, Debug)]
+pub struct LoraAdapter {
+    pub a: Param<Tensor<2>>,
+    pub b: Param<Tensor<2>>,
+    pub scale: f64,
+}
+
+/// A dense projection with an optional bias and an optional LoRA adapter.
+#[derive(Module, Debug)]
+pub struct Linear {
+    /// `[in, out]` (transposed relative to PyTorch's `[out, in]`).
+    pub weight: Param<Tensor<2>>,
+    pub bias: Option<Param<Tensor<1>>>,
+    pub lora: Option<LoraAdapter>,
+}
+
+impl Linear {
+    pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
+        Linear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), lora: None }
+    }
+
+    pub fn out_features(&self) -> usize {
+        self.weight.dims()[1]
+    }
+
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dims = x.dims();
+        let d_in = dims[D - 1];
+        let rows: usize = dims[..D - 1].iter().product();
+        let x2: Tensor<2> = x.reshape([rows, d_in]);
+        let mut y = match &self.lora {
+            Some(l) => {
+                let delta = x2.clone().matmul(l.a.val()).matmul(l.b.val()).mul_scalar(l.scale);
+                x2.matmul(self.weight.val()) + delta
+            }
+            None => x2.matmul(self.weight.val()),
+        };
+        if let Some(b) = &self.bias {
+            y = y + b.val().unsqueeze::<2>();
+        }
+        let mut out = dims;
+        out[D - 1] = self.out_features();
+        y.reshape(out)
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct RmsNorm {
+    pub weight: Param<Tensor<1>>,
+    pub eps: f64,
+}
+
+impl RmsNorm {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        let inv = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt().recip();
+        x * inv * self.weight.val().unsqueeze::<3>()
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Attention {
+    pub q_proj: Linear,
+    pub k_proj: Linear,
+    pub v_proj: Linear,
+    pub o_proj: Linear,
+    pub n_heads: usize,
+    pub n_kv_heads: usize,
+    pub head_dim: usize,
+}
+
+#[derive(Module, Debug)]
+pub struct Mlp {
+    pub gate_proj: Linear,
+    pub up_proj: Linear,
+    pub down_proj: Linear,
+}
+
+impl Mlp {
+    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Block {
+    pub input_layernorm: RmsNorm,
+    pub self_attn: Attention,
+    pub post_attention_layernorm: RmsNorm,
+    pub mlp: Mlp,
+}
+
+/// Per-layer key/value cache, each `[B, n_kv_heads, S, head_dim]`.
+#[derive(Debug, Clone, Default)]
+pub struct KvCache {
+    pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+}
+
+impl KvCache {
+    pub fn new(n_layers: usize) -> Self {
+        KvCache { layers: vec![None; n_layers] }
+    }
+    /// Number of cached positions (0 when empty).
+    pub fn len(&self) -> usize {
+        match self.layers.first() {
+            Some(Some((k, _))) => k.dims()[2],
+            _ => 0,
+        }
+    }
+    pub fn is_empty(&self) -> bool {
+        self.len() == 0
+    }
+    /// Keeps only the given batch rows.
+    pub fn select_rows(&mut self, rows: &[usize], device: &Device) {
+        let idx = Tensor::<1, Int>::from_data(
+            TensorData::new(rows.iter().map(|&r| r as i64).collect::<Vec<_>>(), [rows.len()]),
+            device,
+        );
+        for l in self.layers.iter_mut().flatten() {
+            l.0 = l.0.clone().select(0, idx.clone());
+            l.1 = l.1.clone().select(0, idx.clone());
+        }
+    }
+}
+
+/// RoPE tables for one call: cos/sin of shape `[B, 1, T, head_dim]` (rotate-half layout).
+pub struct Rope {
+    pub cos: Tensor<4>,
+    pub sin: Tensor<4>,
+}
+
+impl Rope {
+    /// `positions[b][t]` is the absolute position of token t of row b.
+    pub fn new(inv_freq: &[f32], positions: &[Vec<usize>], device: &Device) -> Self {
+        let b = positions.len();
+        let t = positions.first().map(|p| p.len()).unwrap_or(0);
+        let half = inv_freq.len();
+        let hd = 2 * half;
+        let mut cos = Vec::with_capacity(b * t * hd);
+        let mut sin = Vec::with_capacity(b * t * hd);
+        for row in positions {
+            for &p in row {
+                for _rep in 0..2 {
+                    for &f in inv_freq {
+                        let a = p as f32 * f;
+                        cos.push(a.cos());
+                        sin.push(a.sin());
+                    }
+                }
+            }
+        }
+        Rope {
+            cos: Tensor::from_data(TensorData::new(cos, [b, 1, t, hd]), device),
+            sin: Tensor::from_data(TensorData::new(sin, [b, 1, t, hd]), device),
+        }
+    }
+
+    /// x: `[B, H, T, hd]`.
+    pub fn apply(&self, x: Tensor<4>) -> Tensor<4> {
+        let hd = x.dims()[3];
+        let half = hd / 2;
+        let x1 = x.clone().narrow(3, 0, half);
+        let x2 = x.clone().narrow(3, half, half);
+        let rotated = Tensor::cat(vec![x2.neg(), x1], 3);
+        x * self.cos.clone() + rotated * self.sin.clone()
+    }
+}
+
+impl Attention {
+    /// x: `[B, T, D]`; mask: additive `[B or 1, 1, T, S]`; with a cache, new keys are appended.
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        mask: &Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let [b, t, _] = x.dims();
+        let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
+        let q = self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]).swap_dims(1, 2);
+        let k = self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+        let v = self.v_proj.forward(x).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+        let q = rope.apply(q);
+        let k = rope.apply(k);
+        let (k, v) = match cache {
+            Some(slot) => {
+                let (k, v) = match slot.take() {
+                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
+                    None => (k, v),
+                };
+                *slot = Some((k.clone(), v.clone()));
+                (k, v)
+            }
+            None => (k, v),
+        };
+        let s = k.dims()[2];
+        let rep = nh / nkv;
+        // Grouped-query attention without copying K/V: head h uses kv head h / rep, so the
+        // rep query heads of a group are stacked along the sequence axis.
+        let q = q.reshape([b, nkv, rep * t, hd]);
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
+        let scores: Tensor<5> = scores.reshape([b, nkv, rep, t, s]);
+        let scores = scores + mask.clone().unsqueeze_dim::<5>(1);
+        let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
+        let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
+        self.o_proj.forward(out)
+    }
+}
+
+impl Block {
+    pub fn forward(
+        &self,
+        x: Tensor<3>,
+        rope: &Rope,
+        mask: &Tensor<4>,
+        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+    ) -> Tensor<3> {
+        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
+        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+    }
+}
+
+#[derive(Module, Debug)]
+pub struct Llama {
+    /// `[vocab, hidden]`.
+    pub embed_tokens: Param<Tensor<2>>,
+    pub layers: Vec<Block>,
+    pub norm: RmsNorm,
+    /// `None` when the output projection is tied to `embed_tokens`.
+    pub lm_head: Option<Linear>,
+    /// RoPE inverse frequencies (head_dim / 2).
+    pub inv_freq: Vec<f32>,
+}
+
+/// Additive mask value for disallowed attention.
+const MASKED: f32 = -1e30;
+
+/// Source of HF-named weights (`model.layers.0.self_attn.q_proj.weight`, ...) in PyTorch layout,
+/// converted to f32. Returns `Ok(None)` when the tensor is absent.
+pub trait WeightSource {
+    fn tensor(&mut self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+    /// Human-readable origin for error messages (file path).
+    fn origin(&self) -> String;
+}
+
+fn take(
+    src: &mut dyn WeightSource,
+    name: &str,
+    shape: &[usize],
+    device: &Device,
+) -> Result<Option<TensorData>> {
+    match src.tensor(name)? {
+        None => Ok(None),
+        Some((got, data)) => {
+            if got != shape {
+                bail!(
+                    "tensor {name} in {} has shape {:?}, expected {:?}",
+                    src.origin(),
+                    got,
+                    shape
+                );
+            }
+            let _ = device;
+            Ok(Some(TensorData::new(data, shape.to_vec())))
+        }
+    }
+}
+
+fn need(src: &mut dyn WeightSource, name: &str, shape: &[usize], device: &Device) -> Result<TensorData> {
+    let origin = src.origin();
+    take(src, name, shape, device)?
+        .with_context(|| format!("tensor {name} missing from {origin}"))
+}
+
+fn linear(
+    src: &mut dyn WeightSource,
+    prefix: &str,
+    d_in: usize,
+    d_out: usize,
+    bias: bool,
+    device: &Device,
+) -> Result<Linear> {
+    let w = need(src, &format!("{prefix}.weight"), &[d_out, d_in], device)?;
+    let w = Tensor::<2>::from_data(w, device).transpose();
+    // Materialise the transpose so matmuls read contiguous memory.
+    let w = Tensor::<2>::from_data(w.into_data(), device);
+    let b = if bias {
+        Some(Tensor::<1>::from_data(need(src, &format!("{prefix}.bias"), &[d_out], device)?, device))
+    } else {
+        None
+    };
+    Ok(Linear::new(w, b))
+}
+
+fn norm(src: &mut dyn WeightSource, name: &str, d: usize, eps: f64, device: &Device) -> Result<RmsNorm> {
+    let w = need(src, name, &[d], device)?;
+    Ok(RmsNorm { weight: Param::from_tensor(Tensor::from_data(w, device)), eps })
+}
+
+impl Llama {
+    /// Builds the model from HF-named weights. Every expected tensor must be present with the
+    /// expected shape; `lm_head.weight` may be absent when embeddings are tied.
+    pub fn from_source(cfg: &LlamaConfig, src: &mut dyn WeightSource, device: &Device) -> Result<Self> {
+        cfg.validate()?;
+        let d = cfg.hidden_size;
+        let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim());
+        let eps = cfg.rms_norm_eps;
+        let embed = need(src, "model.embed_tokens.weight", &[cfg.vocab_size, d], device)?;
+        let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
+        for i in 0..cfg.num_hidden_layers {
+            let p = format!("model.layers.{i}");
+            let attn = Attention {
+                q_proj: linear(src, &format!("{p}.self_attn.q_proj"), d, nh * hd, cfg.qkv_bias(), device)?,
+                k_proj: linear(src, &format!("{p}.self_attn.k_proj"), d, nkv * hd, cfg.qkv_bias(), device)?,
+                v_proj: linear(src, &format!("{p}.self_attn.v_proj"), d, nkv * hd, cfg.qkv_bias(), device)?,
+                o_proj: linear(src, &format!("{p}.self_attn.o_proj"), nh * hd, d, cfg.o_bias(), device)?,
+                n_heads: nh,
+                n_kv_heads: nkv,
+                head_dim: hd,
+            };
+            let mlp = Mlp {
+                gate_proj: linear(src, &format!("{p}.mlp.gate_proj"), d, cfg.intermediate_size, false, device)?,
+                up_proj: linear(src, &format!("{p}.mlp.up_proj"), d, cfg.intermediate_size, false, device)?,
+                down_proj: linear(src, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, false, device)?,
+            };
+            layers.push(Block {
+                input_layernorm: norm(src, &format!("{p}.input_layernorm.weight"), d, eps, device)?,
+                self_attn: attn,
+                post_attention_layernorm: norm(src, &format!("{p}.post_attention_layernorm.weight"), d, eps, device)?,
+                mlp,
+            });
+        }
+        let final_norm = norm(src, "model.norm.weight", d, eps, device)?;
+        let lm_head = if cfg.tie_word_embeddings {
+            None
+        } else {
+            match take(src, "lm_head.weight", &[cfg.vocab_size, d], device)? {
+                Some(w) => {
+                    let w = Tensor::<2>::from_data(w, device).transpose();
+                    Some(Linear::new(Tensor::from_data(w.into_data(), device), None))
+                }
+                // Some checkpoints omit lm_head and rely on tying even without the flag.
+                None => None,
+            }
+        };
+        Ok(Llama {
+            embed_tokens: Param::from_tensor(Tensor::from_data(embed, device)),
+            layers,
+            norm: final_norm,
+            lm_head,
+            inv_freq: cfg.rope_inv_freq(),
+        })
+    }
+
+    pub fn device(&self) -> Device {
+        self.embed_tokens.val().device()
+    }
+
+    pub fn vocab_size(&self) -> usize {
+        self.embed_tokens.dims()[0]
+    }
+
+    fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = tokens.dims();
+        let d = self.embed_tokens.dims()[1];
+        self.embed_tokens.val().select(0, tokens.reshape([b * t])).reshape([b, t, d])
+    }
+
+    /// Full causal forward without cache: tokens `[B, T]` -> final-normed hidden states `[B, T, D]`.
+    /// Works on an autodiff device.
+    pub fn forward_hidden(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        let [b, t] = tokens.dims();
+        let device = tokens.device();
+        let positions: Vec<Vec<usize>> = vec![(0..t).collect()];
+        let rope = Rope::new(&self.inv_freq, &positions, &device);
+        let mask = causal_mask(t, &device);
+        let _ = b;
+        let mut x = self.embed(tokens);
+        for layer in &self.layers {
+            x = layer.forward(x, &rope, &mask, None);
+        }
+        self.norm.forward(x)
+    }
+
+    /// Output projection (tied or not): hidden `[..., D]` -> logits `[..., V]`.
+    pub fn lm_head<const D: usize>(&self, hidden: Tensor<D>) -> Tensor<D> {
+        match &self.lm_head {
+            Some(head) => head.forward(hidden),
+            None => {
+                let dims = hidden.dims();
+                let d = dims[D - 1];
+                let rows: usize = dims[..D - 1].iter().product();
+                let logits = hidden.reshape([rows, d]).matmul(self.embed_tokens.val().transpose());
+                let mut out = dims;
+                out[D - 1] = self.vocab_size();
+                logits.reshape(out)
+            }
+        }
+    }
+
+    /// Full causal forward: tokens `[B, T]` -> logits `[B, T, V]`.
+    pub fn forward(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+        self.lm_head(self.forward_hidden(tokens))
+    }
+
+    /// Incremental forward with a KV cache (inference). Row `r` of `tokens` `[B, T]` holds tokens at
+    /// positions `start_pos[r] .. start_pos[r] + T`; the first `left_pad[r]` cached key slots of row
+    /// `r` are padding and masked out. Returns final-normed hidden states `[B, T, D]`.
+    pub fn forward_cached(
+        &self,
+        tokens: Tensor<2, Int>,
+        start_pos: &[usize],
+        left_pad: &[usize],
+        cache: &mut KvCache,
+    ) -> Tensor<3> {
+        let [b, t] = tokens.dims();
+        let device = tokens.device();
+        if cache.layers.len() != self.layers.len() {
+            *cache = KvCache::new(self.layers.len());
+        }
+        let past = cache.len();
+        let s = past + t;
+        let positions: Vec<Vec<usize>> =
+            start_pos.iter().map(|&p| (p..p + t).collect()).collect();
+        let rope = Rope::new(&self.inv_freq, &positions, &device);
+        let mut mask = vec![0f32; b * t * s];
+        for r in 0..b {
+            let pad = left_pad.get(r).copied().unwrap_or(0);
+            for i in 0..t {
+                for j in 0..s {
+                    if j < pad || j > past + i {
+                        mask[(r * t + i) * s + j] = MASKED;
+                    }
+                }
+            }
+        }
+        let mask = Tensor::<4>::from_data(TensorData::new(mask, [b, 1, t, s]), &device);
+        let mut x = self.embed(tokens);
+        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
+            x = layer.forward(x, &rope, &mask, Some(slot));
+        }
+        self.norm.forward(x)
+    }
+}
+
+/// Additive causal mask `[1, 1, T, T]`.
+pub fn causal_mask(t: usize, device: &Device) -> Tensor<4> {
+    let mut m = vec![0f32; t * t];
+    for i in 0..t {
+        for j in i + 1..t {
+            m[i * t + j] = MASKED;
+        }
+    }
+    Tensor::from_data(TensorData::new(m, [1, 1, t, t]), device)
+}
+
+/// Reads a float tensor back to host memory as f32.
+pub fn to_vec_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
+    t.into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading tensor back from device: {e:?}"))
+}
