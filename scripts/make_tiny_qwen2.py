@@ -70,8 +70,8 @@ def build_tokenizer(vocab_size: int) -> Tokenizer:
     return tok
 
 
-def write_json(path: Path, obj) -> None:
-    path.write_text(json.dumps(obj, ensure_ascii=False, indent=1) + "\n", encoding="utf-8")
+def write_json(path: Path, obj, indent: int | None = None) -> None:
+    path.write_text(json.dumps(obj, ensure_ascii=False, indent=indent) + "\n", encoding="utf-8")
     print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
 
 
@@ -89,6 +89,30 @@ def randomize(model: torch.nn.Module, seed: int, std: float = 0.08) -> None:
                 p.copy_(0.5 * torch.randn(p.shape, generator=g))
             else:
                 p.copy_(std * torch.randn(p.shape, generator=g))
+
+
+def classic_hf_layout(out_dir: Path) -> None:
+    """Make the files look like a typical Qwen2 hub checkpoint, whatever transformers version wrote them.
+
+    transformers >= 5 writes `rope_parameters` instead of a top-level `rope_theta`, stores the chat
+    template only in chat_template.jinja and names the tokenizer class `TokenizersBackend`. Loaders
+    written against published Qwen2 checkpoints expect `rope_theta`/`torch_dtype` in config.json and
+    `chat_template` in tokenizer_config.json, so add those keys (transformers still loads the result).
+    """
+    cfg_path = out_dir / "config.json"
+    cfg = json.loads(cfg_path.read_text(encoding="utf-8"))
+    rope = cfg.get("rope_parameters") or {}
+    cfg.setdefault("rope_theta", rope.get("rope_theta", 10000.0))
+    cfg.setdefault("torch_dtype", cfg.get("dtype", "float32"))
+    cfg_path.write_text(json.dumps(cfg, indent=2, sort_keys=True) + "\n", encoding="utf-8")
+
+    tc_path = out_dir / "tokenizer_config.json"
+    tc = json.loads(tc_path.read_text(encoding="utf-8"))
+    tc["chat_template"] = CHAT_TEMPLATE
+    tc["tokenizer_class"] = "PreTrainedTokenizerFast"
+    tc.setdefault("additional_special_tokens", ["<|im_start|>", "<|im_end|>"])
+    tc.setdefault("add_bos_token", False)
+    tc_path.write_text(json.dumps(tc, indent=2, sort_keys=True) + "\n", encoding="utf-8")
 
 
 SEQUENCES_TEXT = [
@@ -146,6 +170,7 @@ def tiny_qwen2(out_dir: Path) -> None:
         max_new_tokens=16,
     )
     model.save_pretrained(out_dir, safe_serialization=True)
+    classic_hf_layout(out_dir)
 
     # Reload from disk so the reference reflects exactly what is stored.
     model = AutoModelForCausalLM.from_pretrained(out_dir, dtype=torch.float32).eval()
@@ -159,7 +184,7 @@ def tiny_qwen2(out_dir: Path) -> None:
                 "text": text,
                 "ids": ids,
                 "logits_shape": list(logits.shape),
-                "logits": [[float(np.float32(v)) for v in row] for row in logits.tolist()],
+                "logits": [[float(f"{v:.7g}") for v in row] for row in logits.tolist()],
             }
         )
     chat_msgs = [{"role": "user", "content": "Hello world!"}]
@@ -180,7 +205,7 @@ def tiny_qwen2(out_dir: Path) -> None:
         {
             "producer": "scripts/make_tiny_qwen2.py",
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
-            "note": "logits: full [seq_len, vocab] float32 logits of one forward pass per sequence, no BOS. "
+            "note": "logits: full [seq_len, vocab] float32 logits (7 significant digits) of one forward pass per sequence, no BOS. "
             "Tokenizer ids use add_special_tokens=False. greedy: generate(do_sample=False, "
             "max_new_tokens=16) from the chat prompt (stops at eos_token_id if produced).",
             "vocab_size": vocab,
@@ -285,7 +310,7 @@ def tiny_llama_gguf(gguf_path: Path, qwen_dir: Path) -> None:
             data = permute_for_gguf(data, n_kv)
         if gg_name == q8_tensor:
             q = gguf.quants.quantize(data, gguf.GGMLQuantizationType.Q8_0)
-            w.add_tensor(gg_name, q, raw_shape=data.shape, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
+            w.add_tensor(gg_name, q, raw_dtype=gguf.GGMLQuantizationType.Q8_0)
         else:
             w.add_tensor(gg_name, np.ascontiguousarray(data))
     w.write_header_to_file()
@@ -310,7 +335,7 @@ def tiny_llama_gguf(gguf_path: Path, qwen_dir: Path) -> None:
                 "ids": ids,
                 "logits_shape": list(logits.shape),
                 "max_abs_diff_vs_unquantized_f32_model": float((logits - logits_f32).abs().max()),
-                "logits": [[float(np.float32(v)) for v in row] for row in logits.tolist()],
+                "logits": [[float(f"{v:.7g}") for v in row] for row in logits.tolist()],
             }
         )
     ref_path = gguf_path.with_name(gguf_path.stem + ".reference.json")
@@ -321,7 +346,7 @@ def tiny_llama_gguf(gguf_path: Path, qwen_dir: Path) -> None:
             "versions": {"torch": torch.__version__, "transformers": transformers.__version__},
             "gguf": gguf_path.name,
             "q8_0_tensors": [q8_tensor],
-            "note": "logits: full [seq_len, vocab] float32 logits from transformers loading the GGUF "
+            "note": "logits: full [seq_len, vocab] float32 logits (7 significant digits) from transformers loading the GGUF "
             "(AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)); ids from the tiny-qwen2 "
             "tokenizer (same vocab/merges as the GGUF), add_special_tokens=False.",
             "vocab_size": n_vocab,
