@@ -25,13 +25,16 @@ from pathlib import Path
 import numpy as np
 import torch
 import transformers
-from tokenizers import Tokenizer, decoders, models, pre_tokenizers, processors, trainers
+from tokenizers import Regex, Tokenizer, decoders, models, normalizers, pre_tokenizers, processors, trainers
 from transformers import AutoModelForCausalLM, AutoTokenizer, PreTrainedTokenizerFast
 
 sys.path.insert(0, str(Path(__file__).resolve().parent))
 import ref_corpus  # noqa: E402
 
 REPO_ROOT = Path(__file__).resolve().parent.parent
+QWEN2_SPLIT_REGEX = (
+    r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+"
+)
 SPECIALS = ["<|endoftext|>", "<|im_start|>", "<|im_end|>"]
 CHAT_TEMPLATE = (
     "{% for message in messages %}"
@@ -56,8 +59,16 @@ TRAIN_TEXT = [
 
 def build_tokenizer(vocab_size: int) -> Tokenizer:
     tok = Tokenizer(models.BPE(unk_token=None))
-    # Same shape as Qwen2/GPT-2: byte-level with the GPT-2 regex split.
-    tok.pre_tokenizer = pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=True)
+    # Same pipeline as a published Qwen2 tokenizer.json: NFC, the Qwen2 split regex (single digits),
+    # then byte-level without its own regex. transformers' Qwen2Tokenizer imposes exactly this
+    # pipeline when it loads a qwen2 directory, so the `tokenizers` library and transformers agree.
+    tok.normalizer = normalizers.NFC()
+    tok.pre_tokenizer = pre_tokenizers.Sequence(
+        [
+            pre_tokenizers.Split(Regex(QWEN2_SPLIT_REGEX), behavior="isolated", invert=False),
+            pre_tokenizers.ByteLevel(add_prefix_space=False, use_regex=False),
+        ]
+    )
     tok.decoder = decoders.ByteLevel()
     tok.post_processor = processors.ByteLevel(trim_offsets=False)
     trainer = trainers.BpeTrainer(
@@ -200,6 +211,14 @@ def tiny_qwen2(out_dir: Path) -> None:
         {"text": s, "ids": tok(s, add_special_tokens=False)["input_ids"]}
         for s in ref_corpus.corpus()[:60]
     ]
+    # The stored tokenizer.json must give the same ids through the plain `tokenizers` library
+    # (what a Rust loader uses) as through transformers' AutoTokenizer.
+    plain = Tokenizer.from_file(str(out_dir / "tokenizer.json"))
+    for s in ref_corpus.corpus():
+        a = plain.encode(s, add_special_tokens=False).ids
+        b = tok(s, add_special_tokens=False)["input_ids"]
+        if a != b:
+            raise SystemExit(f"make_tiny_qwen2: tokenizers vs transformers disagree on {s!r}: {a} vs {b}")
     write_json(
         out_dir / "reference.json",
         {
@@ -272,7 +291,7 @@ def tiny_llama_gguf(gguf_path: Path, qwen_dir: Path) -> None:
     w.add_vocab_size(n_vocab)
     w.add_file_type(gguf.LlamaFileType.ALL_F32)
     w.add_tokenizer_model("gpt2")
-    w.add_tokenizer_pre("default")
+    w.add_tokenizer_pre("qwen2")
     w.add_token_list(tokens)
     w.add_token_types(token_types)
     w.add_token_merges(merges)
@@ -348,7 +367,9 @@ def tiny_llama_gguf(gguf_path: Path, qwen_dir: Path) -> None:
             "q8_0_tensors": [q8_tensor],
             "note": "logits: full [seq_len, vocab] float32 logits (7 significant digits) from transformers loading the GGUF "
             "(AutoModelForCausalLM.from_pretrained(dir, gguf_file=...)); ids from the tiny-qwen2 "
-            "tokenizer (same vocab/merges as the GGUF), add_special_tokens=False.",
+            "tokenizer (same vocab/merges as the GGUF, tokenizer.ggml.pre='qwen2'), add_special_tokens=False. "
+            "Note: transformers' own GGUF->tokenizer conversion ignores tokenizer.ggml.pre (plain GPT-2 "
+            "byte-level regex), so it would split digit runs differently from these ids.",
             "vocab_size": n_vocab,
             "sequences": seqs,
         },
