@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Build the llama.cpp peer from PyPI only (no other network):
+#   1. `pip download --no-binary llama-cpp-python` gets the llama-cpp-python sdist, which vendors
+#      llama.cpp (PyPI is the only reachable registry).
+#   2. cmake builds llama.cpp's shared libraries plus llama-batched-bench and llama-tokenize into
+#      $LLAMA_BUILD (nice, -j$JOBS).
+#   3. llama-cpp-python[server] is installed into $VENV from the same sdist with LLAMA_BUILD=OFF
+#      (no second C++ compile) and the libraries from step 2 are copied into its llama_cpp/lib.
+# Idempotent: finished steps are skipped.
+#
+# Env: VENV (/work/venv-ref), LLAMA_SRC (/work/llama-src), LLAMA_BUILD (/work/llama-build),
+#      LLAMA_CPP_PYTHON_VERSION (0.3.36), JOBS (2)
+set -euo pipefail
+VENV="${VENV:-/work/venv-ref}"
+LLAMA_SRC="${LLAMA_SRC:-/work/llama-src}"
+LLAMA_BUILD="${LLAMA_BUILD:-/work/llama-build}"
+VER="${LLAMA_CPP_PYTHON_VERSION:-0.3.36}"
+JOBS="${JOBS:-2}"
+SDIST="$LLAMA_SRC/llama_cpp_python-$VER.tar.gz"
+SRC="$LLAMA_SRC/llama_cpp_python-$VER"
+
+[[ -x "$VENV/bin/python" ]] || python3 -m venv "$VENV"
+PY="$VENV/bin/python"
+# cmake and ninja from PyPI wheels
+"$PY" -m pip install --quiet cmake ninja
+export PATH="$VENV/bin:$PATH"
+
+mkdir -p "$LLAMA_SRC"
+if [[ ! -f "$SDIST" ]]; then
+    "$PY" -m pip download --quiet --no-deps --no-binary llama-cpp-python "llama-cpp-python==$VER" -d "$LLAMA_SRC"
+fi
+[[ -d "$SRC" ]] || tar -xzf "$SDIST" -C "$LLAMA_SRC"
+
+mkdir -p "$LLAMA_BUILD"
+if [[ ! -f "$LLAMA_BUILD/build.ninja" ]]; then
+    cmake -S "$SRC/vendor/llama.cpp" -B "$LLAMA_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
+        -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
+        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON >&2
+fi
+nice -n 10 ninja -C "$LLAMA_BUILD" -j "$JOBS" llama-batched-bench llama-tokenize >&2
+
+if ! "$PY" -c "import importlib.metadata as m; assert m.version('llama_cpp_python') == '$VER'" 2>/dev/null; then
+    CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "$PY" -m pip install --quiet "$SDIST[server]"
+fi
+LIBDIR="$("$PY" -c 'import importlib.util, pathlib; print(pathlib.Path(importlib.util.find_spec("llama_cpp").origin).parent / "lib")')"
+mkdir -p "$LIBDIR"
+cp -a "$LLAMA_BUILD"/bin/lib*.so* "$LIBDIR"/
+"$PY" -c "import llama_cpp; print('llama_cpp', llama_cpp.__version__, 'ok')" >&2
+echo "$LLAMA_BUILD/bin"
