@@ -1,0 +1,57 @@
+//! One module per subcommand. Each stage reads and writes Parquet through `dno-data`.
+
+pub mod annotate;
+pub mod eval;
+pub mod export;
+pub mod inspect;
+pub mod pair;
+pub mod prompts;
+pub mod report;
+pub mod sample;
+pub mod schema;
+pub mod train;
+
+use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
+use std::io::IsTerminal;
+
+/// Exit codes (stable; documented in the README).
+pub const EXIT_ERROR: i32 = 1;
+pub const EXIT_USAGE: i32 = 2;
+
+pub fn exit_code(_e: &anyhow::Error) -> i32 {
+    EXIT_ERROR
+}
+
+/// A progress bar on a terminal; hidden (and replaced by periodic log lines) otherwise.
+pub fn progress(len: u64, what: &str) -> ProgressBar {
+    let pb = if std::io::stderr().is_terminal() && log::max_level() >= log::LevelFilter::Warn {
+        ProgressBar::with_draw_target(Some(len), ProgressDrawTarget::stderr())
+    } else {
+        ProgressBar::hidden()
+    };
+    pb.set_style(
+        ProgressStyle::with_template(&format!("{what} {{bar:30}} {{pos}}/{{len}} {{msg}} [{{elapsed_precise}} < {{eta_precise}}]"))
+            .expect("valid template"),
+    );
+    pb
+}
+
+/// Periodic log lines for non-terminal runs: logs at most every `every` seconds.
+pub struct Ticker {
+    last: std::time::Instant,
+    every: std::time::Duration,
+}
+
+impl Ticker {
+    pub fn new(every_s: u64) -> Self {
+        Ticker { last: std::time::Instant::now(), every: std::time::Duration::from_secs(every_s) }
+    }
+    pub fn due(&mut self) -> bool {
+        if self.last.elapsed() >= self.every {
+            self.last = std::time::Instant::now();
+            true
+        } else {
+            false
+        }
+    }
+}

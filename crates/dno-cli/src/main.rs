@@ -1,0 +1,78 @@
+//! `dno`: Direct Nash Optimization (Rosset et al. 2024, arXiv 2404.03715) as separate,
+//! inspectable, restartable stages that read and write Parquet.
+
+mod cmd;
+mod config;
+mod logging;
+
+use clap::{Parser, Subcommand};
+
+#[derive(Parser)]
+#[command(name = "dno", version, about = "Direct Nash Optimization for LLMs: sample -> annotate -> pair -> train -> eval", long_about = None)]
+struct Cli {
+    /// TOML file whose keys mirror the flags (top-level keys, or a table per subcommand).
+    #[arg(long, global = true, value_name = "FILE")]
+    config: Option<std::path::PathBuf>,
+    /// More logging (-v info, -vv debug, -vvv trace).
+    #[arg(short, long, global = true, action = clap::ArgAction::Count)]
+    verbose: u8,
+    /// Only errors.
+    #[arg(short, long, global = true)]
+    quiet: bool,
+    #[command(subcommand)]
+    command: Command,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Stage 1: K on-policy samples per prompt (burn, or an OpenAI-compatible server).
+    Sample(cmd::sample::Args),
+    /// Stage 2: preferences P(a > b | x) from an oracle (LLM judge, verifier, command).
+    Annotate(cmd::annotate::Args),
+    /// Stage 3: training pairs from preferences (dno-prct, max-min, soft).
+    Pair(cmd::pair::Args),
+    /// Stage 4: contrastive training against the previous iterate (dno, dpo, ipo, sppo, sft).
+    Train(cmd::train::Args),
+    /// Stage 5: win-rate against a fixed baseline, with CI and a length-controlled figure.
+    Eval(cmd::eval::Args),
+    /// Per-iteration report (markdown table + SVG plot) from a run directory's eval files.
+    Report(cmd::report::Args),
+    /// Work with prompt files.
+    #[command(subcommand)]
+    Prompts(cmd::prompts::Command),
+    /// Print a Parquet file's schema, provenance, row count and first rows.
+    Inspect(cmd::inspect::Args),
+    /// Print a dataset schema (prompts, samples, preferences, pairs, eval, metrics).
+    Schema(cmd::schema::Args),
+    /// Export a model (GGUF or HF directory) as an HF directory.
+    Export(cmd::export::Args),
+}
+
+fn main() {
+    let argv = match config::expand_args(std::env::args_os().collect()) {
+        Ok(a) => a,
+        Err(e) => {
+            eprintln!("error: {e:#}");
+            std::process::exit(cmd::EXIT_USAGE);
+        }
+    };
+    let cli = Cli::parse_from(argv);
+    logging::init(cli.verbose, cli.quiet);
+    let result = match cli.command {
+        Command::Sample(a) => cmd::sample::run(a),
+        Command::Annotate(a) => cmd::annotate::run(a),
+        Command::Pair(a) => cmd::pair::run(a),
+        Command::Train(a) => cmd::train::run(a),
+        Command::Eval(a) => cmd::eval::run(a),
+        Command::Report(a) => cmd::report::run(a),
+        Command::Prompts(c) => cmd::prompts::run(c),
+        Command::Inspect(a) => cmd::inspect::run(a),
+        Command::Schema(a) => cmd::schema::run(a),
+        Command::Export(a) => cmd::export::run(a),
+    };
+    if let Err(e) = result {
+        // One line: the chain of contexts joined by ": ".
+        eprintln!("error: {}", format!("{e:#}").replace('\n', " "));
+        std::process::exit(cmd::exit_code(&e));
+    }
+}

@@ -1,0 +1,454 @@
+//! Parquet I/O shared by every stage: streaming, validating readers and atomic writers.
+//!
+//! Inputs can be one file, several files, or directories of shards (`part-*.parquet`), read a
+//! record batch at a time. Outputs go to a temporary file in the destination folder and are
+//! renamed into place only when complete; an existing output is never replaced without `force`.
+
+use crate::provenance::{is_temp_name, Provenance};
+use crate::rows::Row;
+use crate::schema::{Dataset, META_PROVENANCE, META_SCHEMA, META_VERSION};
+use anyhow::{anyhow, bail, Context, Result};
+use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
+use arrow_schema::{Field, FieldRef, Schema, SchemaRef};
+use parquet::arrow::arrow_reader::ParquetRecordBatchReaderBuilder;
+use parquet::arrow::ArrowWriter;
+use parquet::basic::{Compression, ZstdLevel};
+use parquet::file::metadata::KeyValue;
+use parquet::file::properties::WriterProperties;
+use std::collections::{BTreeMap, HashMap};
+use std::fs::File;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Rows per record batch when reading.
+pub const READ_BATCH_ROWS: usize = 4096;
+/// Rows per Parquet row group when writing.
+pub const ROW_GROUP_ROWS: usize = 16_384;
+
+/// Expand the user's input arguments into a sorted list of Parquet files.
+/// A directory contributes its `part-*.parquet` files (or, failing that, all `*.parquet`).
+pub fn resolve_inputs(paths: &[PathBuf]) -> Result<Vec<PathBuf>> {
+    if paths.is_empty() {
+        bail!("no input files given");
+    }
+    let mut out = Vec::new();
+    for p in paths {
+        if p.is_dir() {
+            let mut files: Vec<PathBuf> = std::fs::read_dir(p)
+                .with_context(|| format!("{}: cannot list directory", p.display()))?
+                .filter_map(|e| e.ok().map(|e| e.path()))
+                .filter(|f| f.is_file() && !is_temp_name(f) && f.extension().is_some_and(|e| e == "parquet"))
+                .collect();
+            let parts: Vec<PathBuf> = files
+                .iter()
+                .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("part-")))
+                .cloned()
+                .collect();
+            if !parts.is_empty() {
+                files = parts;
+            }
+            files.sort();
+            if files.is_empty() {
+                bail!("{}: directory holds no .parquet files", p.display());
+            }
+            out.extend(files);
+        } else if p.is_file() {
+            out.push(p.clone());
+        } else {
+            bail!("{}: no such file or directory", p.display());
+        }
+    }
+    Ok(out)
+}
+
+/// Key-value metadata of a Parquet file.
+pub fn read_metadata(path: &Path) -> Result<BTreeMap<String, String>> {
+    let file = File::open(path).with_context(|| format!("{}: cannot open", path.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(file)
+        .map_err(|e| anyhow!("{}: not a valid Parquet file (truncated or corrupt?): {e}", path.display()))?;
+    let mut map = BTreeMap::new();
+    if let Some(kvs) = builder.metadata().file_metadata().key_value_metadata() {
+        for kv in kvs {
+            if let Some(v) = &kv.value {
+                map.insert(kv.key.clone(), v.clone());
+            }
+        }
+    }
+    Ok(map)
+}
+
+/// Provenance stored in a file written by `dno`, if any.
+pub fn read_provenance(path: &Path) -> Result<Option<Provenance>> {
+    match read_metadata(path)?.get(META_PROVENANCE) {
+        Some(s) => Ok(Some(
+            serde_json::from_str(s).with_context(|| format!("{}: metadata key {META_PROVENANCE} is not valid JSON", path.display()))?,
+        )),
+        None => Ok(None),
+    }
+}
+
+/// A validated, streaming reader over one dataset spread across one or more files.
+pub struct DatasetReader {
+    dataset: Dataset,
+    files: Vec<PathBuf>,
+    rows: u64,
+}
+
+impl DatasetReader {
+    /// Resolve the inputs and check every file's footer and schema (cheap: metadata only).
+    pub fn open(dataset: Dataset, paths: &[PathBuf]) -> Result<Self> {
+        let files = resolve_inputs(paths)?;
+        let mut rows = 0;
+        for f in &files {
+            rows += check_file_schema(dataset, f)?;
+        }
+        Ok(DatasetReader { dataset, files, rows })
+    }
+
+    pub fn dataset(&self) -> Dataset {
+        self.dataset
+    }
+    pub fn files(&self) -> &[PathBuf] {
+        &self.files
+    }
+    /// Row count from the footers.
+    pub fn num_rows(&self) -> u64 {
+        self.rows
+    }
+
+    /// Full validation pass over the data (streamed): nulls in non-null columns, values outside
+    /// [0, 1] where a probability is expected, and duplicate keys across all files. The key set
+    /// is the only state that grows with the input (16 bytes per row).
+    pub fn validate(&self) -> Result<()> {
+        let key_cols = self.dataset.key();
+        let mut seen: HashMap<u128, (usize, u64)> = HashMap::new();
+        for (fi, file) in self.files.iter().enumerate() {
+            let mut row0 = 0u64;
+            for batch in batches_of(self.dataset, file)? {
+                let batch = batch?;
+                check_nulls(self.dataset, file, &batch, row0)?;
+                check_unit_interval(self.dataset, file, &batch, row0)?;
+                let keys: Vec<&StringArray> = key_cols.iter().map(|k| string_col(&batch, k)).collect::<Result<_>>()?;
+                for i in 0..batch.num_rows() {
+                    let mut h = sha2::Sha256::new();
+                    use sha2::Digest;
+                    for k in &keys {
+                        h.update(k.value(i).as_bytes());
+                        h.update([0u8]);
+                    }
+                    let d = h.finalize();
+                    let id = u128::from_le_bytes(d[..16].try_into().unwrap());
+                    let row = row0 + i as u64;
+                    if let Some((pf, pr)) = seen.insert(id, (fi, row)) {
+                        let key: Vec<String> = keys.iter().map(|k| k.value(i).to_string()).collect();
+                        bail!(
+                            "{}: row {row}: duplicate {} '{}' (first seen in {} row {pr})",
+                            file.display(),
+                            key_cols.join("+"),
+                            key.join("+"),
+                            self.files[pf].display()
+                        );
+                    }
+                }
+                row0 += batch.num_rows() as u64;
+            }
+        }
+        Ok(())
+    }
+
+    /// Stream typed rows, one record batch at a time.
+    pub fn rows<T: Row>(&self) -> impl Iterator<Item = Result<Vec<T>>> + '_ {
+        assert_eq!(T::DATASET, self.dataset, "row type does not match the reader's dataset");
+        self.files.iter().flat_map(move |file| {
+            let it: Box<dyn Iterator<Item = Result<Vec<T>>>> = match batches_of(self.dataset, file) {
+                Ok(b) => Box::new(b.map(move |batch| {
+                    let batch = batch?;
+                    serde_arrow::from_record_batch::<Vec<T>>(&batch)
+                        .map_err(|e| anyhow!("{}: cannot decode {} rows: {e}", file.display(), self.dataset))
+                })),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            };
+            it
+        })
+    }
+
+    /// Read every row into memory (for stages whose state is per-dataset anyway).
+    pub fn read_all<T: Row>(&self) -> Result<Vec<T>> {
+        let mut out = Vec::new();
+        for chunk in self.rows::<T>() {
+            out.extend(chunk?);
+        }
+        Ok(out)
+    }
+}
+
+/// Open, validate and read a whole dataset.
+pub fn read_validated<T: Row>(paths: &[PathBuf]) -> Result<(DatasetReader, Vec<T>)> {
+    let reader = DatasetReader::open(T::DATASET, paths)?;
+    reader.validate()?;
+    let rows = reader.read_all()?;
+    Ok((reader, rows))
+}
+
+/// Check one file's footer, schema metadata and columns; returns its row count.
+fn check_file_schema(dataset: Dataset, file: &Path) -> Result<u64> {
+    let f = File::open(file).with_context(|| format!("{}: cannot open", file.display()))?;
+    let builder = ParquetRecordBatchReaderBuilder::try_new(f)
+        .map_err(|e| anyhow!("{}: not a valid Parquet file (truncated or corrupt?): {e}", file.display()))?;
+    let kv: HashMap<String, String> = builder
+        .metadata()
+        .file_metadata()
+        .key_value_metadata()
+        .map(|kvs| kvs.iter().filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v))).collect())
+        .unwrap_or_default();
+    if let Some(name) = kv.get(META_SCHEMA) {
+        if name != dataset.name() {
+            bail!("{}: this is a '{name}' file, but a '{}' file was expected", file.display(), dataset.name());
+        }
+        let v = kv.get(META_VERSION).map(String::as_str).unwrap_or("?");
+        if v != dataset.version().to_string() {
+            bail!(
+                "{}: {} schema version {v} is not supported (this dno reads version {})",
+                file.display(),
+                dataset.name(),
+                dataset.version()
+            );
+        }
+    }
+    let schema = builder.schema();
+    for c in dataset.columns() {
+        match schema.field_with_name(c.name) {
+            Ok(f) => {
+                if !c.ty.accepts(f.data_type()) {
+                    bail!(
+                        "{}: column '{}' has type {}, but the {} schema needs {}",
+                        file.display(),
+                        c.name,
+                        f.data_type(),
+                        dataset.name(),
+                        c.ty.name()
+                    );
+                }
+            }
+            Err(_) if c.optional => {}
+            Err(_) => bail!(
+                "{}: missing column '{}' (required by the {} schema v{}; found: {})",
+                file.display(),
+                c.name,
+                dataset.name(),
+                dataset.version(),
+                schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
+            ),
+        }
+    }
+    Ok(builder.metadata().file_metadata().num_rows() as u64)
+}
+
+/// Record batches of one file, normalised to the dataset's canonical schema: known columns only,
+/// in schema order, cast to canonical types, with absent optional columns filled with nulls.
+fn batches_of(dataset: Dataset, file: &Path) -> Result<impl Iterator<Item = Result<RecordBatch>>> {
+    let f = File::open(file).with_context(|| format!("{}: cannot open", file.display()))?;
+    let reader = ParquetRecordBatchReaderBuilder::try_new(f)
+        .and_then(|b| b.with_batch_size(READ_BATCH_ROWS).build())
+        .map_err(|e| anyhow!("{}: not a valid Parquet file (truncated or corrupt?): {e}", file.display()))?;
+    let target = canonical_schema(dataset);
+    let file = file.to_path_buf();
+    Ok(reader.map(move |b| {
+        let b = b.map_err(|e| anyhow!("{}: cannot read data (truncated or corrupt?): {e}", file.display()))?;
+        normalise(dataset, &target, &file, &b)
+    }))
+}
+
+/// The canonical schema with every column nullable (nulls are checked explicitly, per row).
+fn canonical_schema(dataset: Dataset) -> SchemaRef {
+    Arc::new(Schema::new(dataset.columns().iter().map(|c| Field::new(c.name, c.ty.arrow(), true)).collect::<Vec<_>>()))
+}
+
+fn normalise(dataset: Dataset, target: &SchemaRef, file: &Path, b: &RecordBatch) -> Result<RecordBatch> {
+    let n = b.num_rows();
+    let cols: Vec<ArrayRef> = dataset
+        .columns()
+        .iter()
+        .map(|c| match b.column_by_name(c.name) {
+            Some(a) if a.data_type() == &c.ty.arrow() => Ok(a.clone()),
+            Some(a) => arrow_cast::cast(a, &c.ty.arrow())
+                .map_err(|e| anyhow!("{}: column '{}': cannot convert {} to {}: {e}", file.display(), c.name, a.data_type(), c.ty.name())),
+            None => Ok(arrow_array::new_null_array(&c.ty.arrow(), n)),
+        })
+        .collect::<Result<_>>()?;
+    RecordBatch::try_new(target.clone(), cols).map_err(|e| anyhow!("{}: {e}", file.display()))
+}
+
+fn check_nulls(dataset: Dataset, file: &Path, b: &RecordBatch, row0: u64) -> Result<()> {
+    for c in dataset.columns().iter().filter(|c| !c.nullable) {
+        let a = b.column_by_name(c.name).expect("normalised batch has every column");
+        if a.null_count() > 0 {
+            let i = (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
+            bail!("{}: row {}: column '{}' is null, but the {} schema does not allow nulls there", file.display(), row0 + i as u64, c.name, dataset.name());
+        }
+    }
+    Ok(())
+}
+
+fn check_unit_interval(dataset: Dataset, file: &Path, b: &RecordBatch, row0: u64) -> Result<()> {
+    for name in dataset.unit_interval() {
+        let a = b.column_by_name(name).expect("normalised batch has every column");
+        let a = a.as_any().downcast_ref::<Float64Array>().expect("float64 after normalisation");
+        for i in 0..a.len() {
+            if a.is_valid(i) {
+                let v = a.value(i);
+                if !(0.0..=1.0).contains(&v) {
+                    bail!("{}: row {}: column '{name}' = {v} is outside [0, 1]", file.display(), row0 + i as u64);
+                }
+            }
+        }
+    }
+    Ok(())
+}
+
+fn string_col<'a>(b: &'a RecordBatch, name: &str) -> Result<&'a StringArray> {
+    b.column_by_name(name)
+        .and_then(|a| a.as_any().downcast_ref::<StringArray>())
+        .ok_or_else(|| anyhow!("column '{name}' is not a string column"))
+}
+
+/// An atomic, typed Parquet writer: rows go to `.<name>.<pid>.tmp` beside the destination and
+/// the file is renamed into place by [`DatasetWriter::finish`]. Dropping an unfinished writer
+/// removes the temporary file, so a failed stage never leaves a partial output behind.
+pub struct DatasetWriter<T: Row> {
+    final_path: PathBuf,
+    tmp_path: PathBuf,
+    writer: Option<ArrowWriter<File>>,
+    fields: Vec<FieldRef>,
+    buffer: Vec<T>,
+    rows: u64,
+}
+
+/// Refuse to start a stage whose output exists, unless `force` is set.
+pub fn check_output(path: &Path, force: bool) -> Result<()> {
+    if path.exists() && !force {
+        bail!("{}: output already exists (pass --force to overwrite it)", path.display());
+    }
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    }
+    Ok(())
+}
+
+pub(crate) fn tmp_path_for(path: &Path) -> PathBuf {
+    let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
+}
+
+impl<T: Row> DatasetWriter<T> {
+    pub fn create(path: &Path, provenance: &Provenance, force: bool) -> Result<Self> {
+        check_output(path, force)?;
+        let dataset = T::DATASET;
+        let tmp_path = tmp_path_for(path);
+        let file = File::create(&tmp_path).with_context(|| format!("{}: cannot create", tmp_path.display()))?;
+        let schema = Arc::new(dataset.arrow_schema());
+        let kv = vec![
+            KeyValue::new(META_SCHEMA.to_string(), dataset.name().to_string()),
+            KeyValue::new(META_VERSION.to_string(), dataset.version().to_string()),
+            KeyValue::new(META_PROVENANCE.to_string(), provenance.to_json()),
+        ];
+        let props = WriterProperties::builder()
+            .set_compression(Compression::ZSTD(ZstdLevel::try_new(3).expect("valid zstd level")))
+            .set_max_row_group_size(ROW_GROUP_ROWS)
+            .set_key_value_metadata(Some(kv))
+            .build();
+        let writer = ArrowWriter::try_new(file, schema.clone(), Some(props))
+            .map_err(|e| anyhow!("{}: cannot start Parquet writer: {e}", tmp_path.display()))?;
+        Ok(DatasetWriter {
+            final_path: path.to_path_buf(),
+            tmp_path,
+            writer: Some(writer),
+            fields: schema.fields().iter().cloned().collect(),
+            buffer: Vec::new(),
+            rows: 0,
+        })
+    }
+
+    pub fn write(&mut self, row: T) -> Result<()> {
+        self.buffer.push(row);
+        if self.buffer.len() >= READ_BATCH_ROWS {
+            self.flush()?;
+        }
+        Ok(())
+    }
+
+    pub fn write_all(&mut self, rows: impl IntoIterator<Item = T>) -> Result<()> {
+        for r in rows {
+            self.write(r)?;
+        }
+        Ok(())
+    }
+
+    fn flush(&mut self) -> Result<()> {
+        if self.buffer.is_empty() {
+            return Ok(());
+        }
+        let batch = serde_arrow::to_record_batch(&self.fields, &self.buffer)
+            .map_err(|e| anyhow!("{}: cannot encode {} rows: {e}", self.final_path.display(), T::DATASET))?;
+        validate_written(&batch, &self.final_path, self.rows)?;
+        self.writer.as_mut().expect("writer open").write(&batch).map_err(|e| anyhow!("{}: write failed: {e}", self.tmp_path.display()))?;
+        self.rows += self.buffer.len() as u64;
+        self.buffer.clear();
+        Ok(())
+    }
+
+    /// Add a metadata entry (e.g. a stage summary) before finishing.
+    pub fn set_metadata(&mut self, key: &str, value: String) {
+        self.writer.as_mut().expect("writer open").append_key_value_metadata(KeyValue::new(key.to_string(), value));
+    }
+
+    pub fn rows_written(&self) -> u64 {
+        self.rows + self.buffer.len() as u64
+    }
+
+    /// Close the file, fsync it and rename it into place. Returns the number of rows.
+    pub fn finish(mut self) -> Result<u64> {
+        self.flush()?;
+        let writer = self.writer.take().expect("writer open");
+        let file = writer.into_inner().map_err(|e| anyhow!("{}: cannot finish Parquet file: {e}", self.tmp_path.display()))?;
+        file.sync_all().with_context(|| format!("{}: fsync failed", self.tmp_path.display()))?;
+        drop(file);
+        std::fs::rename(&self.tmp_path, &self.final_path)
+            .with_context(|| format!("cannot rename {} to {}", self.tmp_path.display(), self.final_path.display()))?;
+        Ok(self.rows)
+    }
+}
+
+impl<T: Row> Drop for DatasetWriter<T> {
+    fn drop(&mut self) {
+        if self.writer.is_some() {
+            let _ = std::fs::remove_file(&self.tmp_path);
+        }
+    }
+}
+
+/// Guard against writing what we would refuse to read: nulls in non-null columns.
+fn validate_written(batch: &RecordBatch, path: &Path, row0: u64) -> Result<()> {
+    for (i, f) in batch.schema().fields().iter().enumerate() {
+        if !f.is_nullable() && batch.column(i).null_count() > 0 {
+            bail!("{}: internal error: null in non-null column '{}' near row {row0}", path.display(), f.name());
+        }
+    }
+    Ok(())
+}
+
+/// Write bytes atomically (temp file in the same folder, fsync, rename).
+pub fn write_atomic(path: &Path, bytes: &[u8]) -> Result<()> {
+    if let Some(dir) = path.parent().filter(|d| !d.as_os_str().is_empty()) {
+        std::fs::create_dir_all(dir).with_context(|| format!("{}: cannot create directory", dir.display()))?;
+    }
+    let tmp = tmp_path_for(path);
+    {
+        use std::io::Write;
+        let mut f = File::create(&tmp).with_context(|| format!("{}: cannot create", tmp.display()))?;
+        f.write_all(bytes).with_context(|| format!("{}: write failed", tmp.display()))?;
+        f.sync_all().with_context(|| format!("{}: fsync failed", tmp.display()))?;
+    }
+    std::fs::rename(&tmp, path).with_context(|| format!("cannot rename {} to {}", tmp.display(), path.display()))
+}
+

@@ -1,0 +1,143 @@
+//! Typed rows of each dataset. Field names equal the column names in [`crate::schema`].
+
+use crate::schema::Dataset;
+use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// A typed row of one dataset.
+pub trait Row: Serialize + DeserializeOwned + Clone + Send + 'static {
+    const DATASET: Dataset;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PromptRow {
+    pub prompt_id: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub reference: Option<String>,
+    #[serde(default)]
+    pub answer: Option<String>,
+}
+impl Row for PromptRow {
+    const DATASET: Dataset = Dataset::Prompts;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct SampleRow {
+    pub prompt_id: String,
+    pub sample_id: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub system: Option<String>,
+    #[serde(default)]
+    pub answer: Option<String>,
+    pub response: String,
+    pub source: String,
+    pub policy: String,
+    pub sample_index: i32,
+    pub seed: i64,
+    pub response_tokens: i32,
+    pub finish_reason: String,
+    #[serde(default)]
+    pub logprob: Option<f64>,
+    pub repetitive: bool,
+}
+impl Row for SampleRow {
+    const DATASET: Dataset = Dataset::Samples;
+}
+impl SampleRow {
+    pub fn is_reference(&self) -> bool {
+        self.source == "reference"
+    }
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PreferenceRow {
+    pub prompt_id: String,
+    pub sample_a: String,
+    pub sample_b: String,
+    pub p_a: f64,
+    pub judge: String,
+    #[serde(default)]
+    pub p_ab: Option<f64>,
+    #[serde(default)]
+    pub p_ba: Option<f64>,
+    #[serde(default)]
+    pub score_a: Option<f64>,
+    #[serde(default)]
+    pub score_b: Option<f64>,
+    #[serde(default)]
+    pub raw: Option<String>,
+}
+impl Row for PreferenceRow {
+    const DATASET: Dataset = Dataset::Preferences;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct PairRow {
+    pub prompt_id: String,
+    pub prompt: String,
+    #[serde(default)]
+    pub system: Option<String>,
+    pub chosen: String,
+    pub rejected: String,
+    pub chosen_id: String,
+    pub rejected_id: String,
+    pub target: f64,
+    pub chosen_winrate: f64,
+    pub rejected_winrate: f64,
+    pub weight: f64,
+    #[serde(default)]
+    pub chosen_score: Option<f64>,
+    #[serde(default)]
+    pub rejected_score: Option<f64>,
+    pub chosen_source: String,
+    pub rejected_source: String,
+    pub strategy: String,
+    pub iteration: String,
+}
+impl Row for PairRow {
+    const DATASET: Dataset = Dataset::Pairs;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct EvalRow {
+    pub prompt_id: String,
+    pub candidate_id: String,
+    pub baseline_id: String,
+    pub p_candidate: f64,
+    #[serde(default)]
+    pub p_candidate_first: Option<f64>,
+    #[serde(default)]
+    pub p_candidate_second: Option<f64>,
+    pub candidate_len: i64,
+    pub baseline_len: i64,
+    #[serde(default)]
+    pub candidate_correct: Option<bool>,
+    #[serde(default)]
+    pub baseline_correct: Option<bool>,
+    pub judge: String,
+}
+impl Row for EvalRow {
+    const DATASET: Dataset = Dataset::Eval;
+}
+
+#[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
+pub struct MetricRow {
+    pub step: i64,
+    pub epoch: i64,
+    pub loss: f64,
+    pub reward_accuracy: f64,
+    pub margin_mean: f64,
+    pub chosen_logratio: f64,
+    pub rejected_logratio: f64,
+    pub grad_norm: f64,
+    pub lr: f64,
+    pub tokens: i64,
+    pub tokens_per_s: f64,
+    pub elapsed_s: f64,
+}
+impl Row for MetricRow {
+    const DATASET: Dataset = Dataset::Metrics;
+}
