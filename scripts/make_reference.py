@@ -128,8 +128,15 @@ def make_tokenize(tok, common: dict) -> dict:
                 "decoded": tok.decode(ids, skip_special_tokens=False),
             }
         )
+    backend = json.loads(tok.backend_tokenizer.to_str())
     return {
         **common,
+        "hf_tokenizer_pipeline": {k: backend.get(k) for k in ("normalizer", "pre_tokenizer", "decoder")},
+        "pre_tokenizer_caveat": "transformers builds this tokenizer from the GGUF and ignores "
+        "tokenizer.ggml.pre='smollm': it uses the plain GPT-2 byte-level regex, while llama.cpp (and the "
+        "original SmolLM2 tokenizer.json, Digits(individual_digits=True)) split every numeric char "
+        "(\\p{N}, incl. ½ ² Ⅳ) on its own. Strings with such chars after a space can differ; see "
+        "tokenize_llamacpp.json.",
         "add_special_tokens": False,
         "note": "ids = tokenizer(text, add_special_tokens=False).input_ids; special tokens written "
         "inside the text (e.g. <|im_start|>) are matched as special tokens by the HF tokenizer. "
