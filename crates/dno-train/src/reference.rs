@@ -1,0 +1,140 @@
+//! Reference log-probabilities log π_t(y|x) of the input model M (= π_t, the previous iterate;
+//! Alg. 1 line 4 and Eq. 13 use it in every log-ratio). They are computed once, in a no-grad
+//! pass before training, and cached in `out_dir/ref_logps.json` under a fingerprint of the model
+//! weights, the examples and `max_len`; a later run (a resume in particular) with the same
+//! fingerprint reads the cache instead of recomputing.
+
+use std::collections::BTreeMap;
+use std::fs;
+use std::path::Path;
+
+use anyhow::{Context, Result};
+use burn::module::{Module, ModuleVisitor, Param};
+use burn::tensor::{Device, Tensor};
+use dno_model::Llama;
+use serde::{Deserialize, Serialize};
+use sha2::{Digest, Sha256};
+
+use crate::batch::{sequence_logps, to_host, PackedBatch};
+use crate::TrainExample;
+
+pub const CACHE_FILE: &str = "ref_logps.json";
+
+/// Reference log-probs of one example: chosen, and rejected when present.
+#[derive(Debug, Clone, Copy, PartialEq, Serialize, Deserialize)]
+pub struct RefLogps {
+    pub chosen: f64,
+    pub rejected: Option<f64>,
+}
+
+#[derive(Debug, Serialize, Deserialize)]
+struct CacheFile {
+    fingerprint: String,
+    /// Keyed by example id.
+    logps: BTreeMap<String, RefLogps>,
+}
+
+struct HashParams<'a>(&'a mut Sha256);
+
+impl ModuleVisitor for HashParams<'_> {
+    fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
+        let data = param.val().into_data();
+        self.0.update(format!("{:?}{:?}", data.shape(), data.dtype()).as_bytes());
+        self.0.update(data.as_bytes());
+    }
+}
+
+/// SHA-256 over the model's parameters (shapes, dtypes, bytes), the examples' ids and tokens,
+/// and `max_len` (which decides truncation).
+pub fn fingerprint(model: &Llama, examples: &[TrainExample], max_len: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(b"dno-train reference v1\n");
+    model.visit(&mut HashParams(&mut h));
+    h.update(max_len.to_le_bytes());
+    let mut tokens = |t: &[u32]| {
+        h.update((t.len() as u64).to_le_bytes());
+        for x in t {
+            h.update(x.to_le_bytes());
+        }
+    };
+    for ex in examples {
+        tokens(ex.id.as_bytes().iter().map(|&b| b as u32).collect::<Vec<_>>().as_slice());
+        tokens(&ex.prompt_tokens);
+        tokens(&ex.chosen_tokens);
+        match &ex.rejected_tokens {
+            Some(r) => tokens(r),
+            None => tokens(&[u32::MAX]),
+        }
+    }
+    hex::encode(h.finalize())
+}
+
+/// Computes log π_t(y⁺|x) and log π_t(y⁻|x) for every example with `model` (no gradients:
+/// the model must be on a plain, non-autodiff device). Examples are processed in order of
+/// length so that each batch pads little; `batch_pairs` pairs (2× sequences) per forward.
+pub fn compute(model: &Llama, examples: &[TrainExample], max_len: usize, batch_pairs: usize, device: &Device) -> Result<Vec<RefLogps>> {
+    let mut order: Vec<usize> = (0..examples.len()).collect();
+    let len = |e: &TrainExample| e.prompt_tokens.len() + e.chosen_tokens.len().max(e.rejected_tokens.as_ref().map_or(0, |r| r.len()));
+    order.sort_by_key(|&i| len(&examples[i]));
+    let mut out = vec![RefLogps { chosen: 0.0, rejected: None }; examples.len()];
+    for chunk in order.chunks(batch_pairs.max(1)) {
+        let mut seqs: Vec<(&[u32], &[u32])> = Vec::new();
+        for &i in chunk {
+            seqs.push((&examples[i].prompt_tokens, &examples[i].chosen_tokens));
+        }
+        let with_rejected: Vec<usize> = chunk.iter().copied().filter(|&i| examples[i].rejected_tokens.is_some()).collect();
+        for &i in &with_rejected {
+            seqs.push((&examples[i].prompt_tokens, examples[i].rejected_tokens.as_deref().unwrap_or_default()));
+        }
+        let batch = PackedBatch::pack(&seqs, max_len, 0)
+            .with_context(|| format!("reference pass, batch starting at example {:?}", examples[chunk[0]].id))?;
+        let logps = to_host(sequence_logps(model, &batch, device))?;
+        for (k, &i) in chunk.iter().enumerate() {
+            out[i].chosen = logps[k];
+        }
+        for (k, &i) in with_rejected.iter().enumerate() {
+            out[i].rejected = Some(logps[chunk.len() + k]);
+        }
+    }
+    Ok(out)
+}
+
+/// Reads the cache when its fingerprint matches, else computes and writes it (atomically).
+/// Returns the log-probs in example order and whether the cache was used.
+pub fn load_or_compute(
+    model: &Llama,
+    examples: &[TrainExample],
+    fingerprint: &str,
+    max_len: usize,
+    batch_pairs: usize,
+    out_dir: &Path,
+    device: &Device,
+) -> Result<(Vec<RefLogps>, bool)> {
+    let path = out_dir.join(CACHE_FILE);
+    if path.is_file() {
+        let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
+        let cache: CacheFile =
+            serde_json::from_slice(&text).with_context(|| format!("parsing reference cache {}", path.display()))?;
+        if cache.fingerprint == fingerprint {
+            let mut out = Vec::with_capacity(examples.len());
+            for ex in examples {
+                let r = cache
+                    .logps
+                    .get(&ex.id)
+                    .with_context(|| format!("reference cache {} has no entry for example {:?}", path.display(), ex.id))?;
+                out.push(*r);
+            }
+            return Ok((out, true));
+        }
+        log::info!("reference cache {} is for another model/data; recomputing", path.display());
+    }
+    let logps = compute(model, examples, max_len, batch_pairs, device)?;
+    let cache = CacheFile {
+        fingerprint: fingerprint.to_string(),
+        logps: examples.iter().zip(&logps).map(|(e, r)| (e.id.clone(), *r)).collect(),
+    };
+    let tmp = out_dir.join(format!("{CACHE_FILE}.tmp"));
+    fs::write(&tmp, serde_json::to_vec(&cache)?).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
+    Ok((logps, false))
+}

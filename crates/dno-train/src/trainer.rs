@@ -1,0 +1,330 @@
+//! The training loop.
+
+use std::collections::HashSet;
+use std::fs;
+use std::path::Path;
+use std::sync::atomic::Ordering;
+use std::time::Instant;
+
+use anyhow::{bail, Context, Result};
+use burn::module::Module;
+use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
+use burn::tensor::{Device, Tensor, TensorData};
+use dno_math::loss::{LossConfig, LossKind};
+use dno_model::{LoadedModel, Llama};
+
+use crate::batch::{sequence_logps, to_host, PackedBatch};
+use crate::checkpoint::{self, TrainState};
+use crate::config::epoch_order;
+use crate::loss::{pair_losses, PairLogps, PairTargetTensors};
+use crate::reference::{self, RefLogps};
+use crate::{optim, RunOptions, StepMetrics, TrainConfig, TrainExample, TrainOutcome};
+
+/// Pad token for right padding. Any valid id works: padded positions are never attended to
+/// by real tokens (causal mask) and never scored.
+const PAD_ID: u32 = 0;
+
+/// Trains `model` (the input model M = π_t, also the reference) on `examples`; see the crate
+/// docs for the output layout. `device` is the plain device the model was loaded on; training
+/// runs on its autodiff twin. `on_step` sees every step's metrics as they happen.
+pub fn train(
+    model: LoadedModel,
+    examples: Vec<TrainExample>,
+    cfg: &TrainConfig,
+    out_dir: &Path,
+    device: &Device,
+    opts: RunOptions,
+    mut on_step: impl FnMut(&StepMetrics),
+) -> Result<TrainOutcome> {
+    cfg.validate()?;
+    validate_examples(&examples, cfg.loss, model.config.vocab_size)?;
+    fs::create_dir_all(out_dir).with_context(|| format!("creating output directory {}", out_dir.display()))?;
+    let LoadedModel { model: base, config, tokenizer, chat } = model;
+    let n = examples.len();
+    let total = cfg.total_steps(n);
+    let fingerprint = reference::fingerprint(&base, &examples, cfg.max_len);
+
+    let prior = if opts.resume { checkpoint::load_state(out_dir)? } else { None };
+    if let Some((dir, st)) = &prior {
+        if st.config != *cfg {
+            bail!(
+                "cannot resume from {}: it was written with a different training config",
+                dir.display()
+            );
+        }
+        if st.fingerprint != fingerprint || st.n_examples != n {
+            bail!(
+                "cannot resume from {}: it was written for a different input model or examples",
+                dir.display()
+            );
+        }
+    }
+
+    // 1. Reference log-probs of π_t (no gradients), cached.
+    let preference = cfg.loss != LossKind::Sft;
+    let t_ref = Instant::now();
+    let (refs, reference_cached) = if preference {
+        let base_plain = base.valid();
+        reference::load_or_compute(&base_plain, &examples, &fingerprint, cfg.max_len, cfg.batch_size, out_dir, device)?
+    } else {
+        (Vec::new(), false)
+    };
+    let reference_s = if reference_cached || !preference { 0.0 } else { t_ref.elapsed().as_secs_f64() };
+
+    // 2. The policy on the autodiff device (LoRA adapters attached when configured).
+    device.seed(cfg.seed);
+    let ad = device.clone().autodiff();
+    // `train()` moves the parameters onto autodiff with their configured require-grad state
+    // (all trainable: full fine-tuning; LoRA below freezes the base again). `fork` alone would
+    // keep them plain, i.e. constants.
+    let mut policy = base.fork(&ad).train();
+    if let Some(l) = &cfg.lora {
+        let targets: Vec<&str> = l.targets.iter().map(String::as_str).collect();
+        policy = policy.attach_lora(l.rank, l.alpha, &targets, &ad).context("attaching LoRA adapters")?;
+    }
+    let mut state = TrainState::new(cfg.clone(), fingerprint, n, total);
+    let mut resumed_dir = None;
+    if let Some((dir, st)) = prior {
+        policy = checkpoint::restore_model(&dir, policy)?;
+        state = st;
+        resumed_dir = Some(dir);
+        log::info!("resuming at step {}/{}", state.step, total);
+    }
+    let mut optim = optim::adamw(&policy, cfg.weight_decay);
+    if let Some(dir) = &resumed_dir {
+        optim = checkpoint::restore_optimizer(dir, optim)?;
+    }
+
+    // 3. Optimiser steps.
+    let loss_cfg = LossConfig { kind: cfg.loss, eta: cfg.eta, ipo_tau: cfg.ipo_tau };
+    let steps_per_epoch = cfg.steps_per_epoch(n);
+    let per_step = cfg.examples_per_step();
+    let mut order_epoch = usize::MAX;
+    let mut order = Vec::new();
+    let mut saved_step = resumed_dir.as_ref().map(|_| state.step);
+    let mut interrupted = false;
+    while state.step < total {
+        if opts.stop.load(Ordering::SeqCst) {
+            interrupted = true;
+            break;
+        }
+        let epoch = state.step / steps_per_epoch;
+        if epoch != order_epoch {
+            order = epoch_order(n, cfg.seed, epoch);
+            order_epoch = epoch;
+        }
+        let pos = state.step % steps_per_epoch;
+        let ids = &order[pos * per_step..((pos + 1) * per_step).min(n)];
+        let lr = cfg.lr_at(state.step, total);
+
+        let t_step = Instant::now();
+        let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad)?;
+        let (grads, grad_norm) = optim::clip_global_norm(&policy, grads, cfg.max_grad_norm)?;
+        policy = optim.step(lr, policy, grads);
+        let secs = t_step.elapsed().as_secs_f64();
+
+        state.step += 1;
+        state.elapsed_s += secs;
+        let m = acc.metrics(state.step, state.step as f64 / steps_per_epoch as f64, grad_norm, lr, secs, state.elapsed_s, preference, cfg.eta);
+        on_step(&m);
+        state.metrics.push(m);
+        if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 && state.step < total {
+            save_checkpoint(out_dir, &policy, &optim, &state)?;
+            saved_step = Some(state.step);
+        }
+    }
+
+    // 4. Checkpoint (always: a stop, or the end, which makes a re-run with `resume` a no-op
+    // that only re-exports), then the export of a completed run.
+    if saved_step != Some(state.step) {
+        save_checkpoint(out_dir, &policy, &optim, &state)?;
+    }
+    let model_dir = if interrupted {
+        None
+    } else {
+        let dir = out_dir.join("model");
+        let mut trained = policy.valid();
+        if cfg.lora.is_some() {
+            trained = trained.merge_lora();
+        }
+        let loaded = LoadedModel { model: trained, config, tokenizer, chat };
+        dno_model::save_hf(&loaded, &dir).with_context(|| format!("exporting the trained model to {}", dir.display()))?;
+        Some(dir)
+    };
+    Ok(TrainOutcome {
+        metrics: state.metrics,
+        interrupted,
+        steps_done: state.step,
+        total_steps: total,
+        reference_cached,
+        reference_s,
+        model_dir,
+    })
+}
+
+fn save_checkpoint(out_dir: &Path, policy: &Llama, optim: &ModuleOptimizer, state: &TrainState) -> Result<()> {
+    checkpoint::save(out_dir, policy, optim, state)?;
+    write_metrics_jsonl(out_dir, &state.metrics)
+}
+
+/// `out_dir/metrics.jsonl`, one [`StepMetrics`] per line, replaced atomically.
+fn write_metrics_jsonl(out_dir: &Path, metrics: &[StepMetrics]) -> Result<()> {
+    let mut text = String::new();
+    for m in metrics {
+        text.push_str(&serde_json::to_string(m)?);
+        text.push('\n');
+    }
+    let path = out_dir.join("metrics.jsonl");
+    let tmp = out_dir.join("metrics.jsonl.tmp");
+    fs::write(&tmp, text).with_context(|| format!("writing {}", tmp.display()))?;
+    fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))
+}
+
+/// Host-side sums for one step's metrics.
+#[derive(Default)]
+struct StepAcc {
+    examples: usize,
+    loss: f64,
+    tokens: usize,
+    correct: usize,
+    sum_a: f64,
+    sum_b: f64,
+}
+
+impl StepAcc {
+    #[allow(clippy::too_many_arguments)]
+    fn metrics(&self, step: usize, epoch: f64, grad_norm: f64, lr: f64, secs: f64, elapsed_s: f64, preference: bool, eta: f64) -> StepMetrics {
+        let k = self.examples.max(1) as f64;
+        let pref = |v: f64| preference.then_some(v);
+        StepMetrics {
+            step,
+            epoch,
+            loss: self.loss,
+            reward_accuracy: pref(self.correct as f64 / k),
+            margin_mean: pref(eta * (self.sum_a - self.sum_b) / k),
+            chosen_logratio: pref(self.sum_a / k),
+            rejected_logratio: pref(self.sum_b / k),
+            grad_norm,
+            lr,
+            tokens: self.tokens,
+            tokens_per_s: if secs > 0.0 { self.tokens as f64 / secs } else { 0.0 },
+            elapsed_s,
+        }
+    }
+}
+
+fn f32_tensor(values: impl Iterator<Item = f64>, device: &Device) -> Tensor<1> {
+    let v: Vec<f32> = values.map(|x| x as f32).collect();
+    let len = v.len();
+    Tensor::from_data(TensorData::new(v, [len]), device)
+}
+
+/// Forward + backward over the step's examples in micro-batches of `batch_size`, accumulating
+/// gradients. Each micro-batch's loss is Σ_i w_i ℓ_i / |step|, so the accumulated gradient is
+/// that of the weighted mean over the whole step whatever the micro-batching.
+fn step_gradients(
+    policy: &Llama,
+    examples: &[TrainExample],
+    refs: &[RefLogps],
+    ids: &[usize],
+    cfg: &TrainConfig,
+    loss_cfg: &LossConfig,
+    device: &Device,
+) -> Result<(GradientsParams, StepAcc)> {
+    let preference = cfg.loss != LossKind::Sft;
+    let mut accum = GradientsAccumulator::<Llama>::new();
+    let mut acc = StepAcc { examples: ids.len(), ..Default::default() };
+    for micro in ids.chunks(cfg.batch_size) {
+        let b = micro.len();
+        let mut seqs: Vec<(&[u32], &[u32])> = micro
+            .iter()
+            .map(|&i| (examples[i].prompt_tokens.as_slice(), examples[i].chosen_tokens.as_slice()))
+            .collect();
+        if preference {
+            for &i in micro {
+                let rejected = examples[i].rejected_tokens.as_deref().unwrap_or_default();
+                seqs.push((examples[i].prompt_tokens.as_slice(), rejected));
+            }
+        }
+        let batch = PackedBatch::pack(&seqs, cfg.max_len, PAD_ID)
+            .with_context(|| format!("batch starting at example {:?}", examples[micro[0]].id))?;
+        acc.tokens += batch.real_tokens;
+        // One forward for chosen and rejected together (2b rows).
+        let logps = sequence_logps(policy, &batch, device);
+        let policy_chosen = logps.clone().narrow(0, 0, b);
+        let x = if preference {
+            PairLogps {
+                policy_chosen,
+                policy_rejected: Some(logps.narrow(0, b, b)),
+                ref_chosen: Some(f32_tensor(micro.iter().map(|&i| refs[i].chosen), device)),
+                ref_rejected: Some(f32_tensor(micro.iter().map(|&i| refs[i].rejected.unwrap_or_default()), device)),
+            }
+        } else {
+            PairLogps { policy_chosen, policy_rejected: None, ref_chosen: None, ref_rejected: None }
+        };
+        let ex = |f: fn(&TrainExample) -> f64| f32_tensor(micro.iter().map(|&i| f(&examples[i])), device);
+        let targets = PairTargetTensors {
+            z: ex(|e| e.target),
+            p_win: ex(|e| e.chosen_winrate),
+            p_lose: ex(|e| e.rejected_winrate),
+        };
+        let weights = ex(|e| e.weight);
+        let losses = pair_losses(loss_cfg, &x, &targets)?;
+        let loss = (losses * weights).sum().div_scalar(ids.len() as f64);
+        let grads = loss.backward();
+        acc.loss += to_host(loss.detach())?[0];
+        if preference {
+            let pc = to_host(x.policy_chosen.detach())?;
+            let pr = to_host(x.policy_rejected.map(|t| t.detach()).context("rejected log-probs")?)?;
+            for (k, &i) in micro.iter().enumerate() {
+                let a = pc[k] - refs[i].chosen;
+                let bb = pr[k] - refs[i].rejected.unwrap_or_default();
+                acc.sum_a += a;
+                acc.sum_b += bb;
+                if a > bb {
+                    acc.correct += 1;
+                }
+            }
+        }
+        accum.accumulate(policy, GradientsParams::from_grads(grads, policy));
+    }
+    Ok((accum.grads(), acc))
+}
+
+/// Clear, one-line errors for examples that cannot be trained on.
+fn validate_examples(examples: &[TrainExample], kind: LossKind, vocab_size: usize) -> Result<()> {
+    if examples.is_empty() {
+        bail!("no training examples");
+    }
+    let mut seen = HashSet::new();
+    let check_tokens = |id: &str, field: &str, t: &[u32]| -> Result<()> {
+        if t.is_empty() {
+            bail!("example {id:?}: {field} is empty");
+        }
+        if let Some(&bad) = t.iter().find(|&&x| x as usize >= vocab_size) {
+            bail!("example {id:?}: {field} has token id {bad} outside the model's vocabulary ({vocab_size})");
+        }
+        Ok(())
+    };
+    for e in examples {
+        if !seen.insert(e.id.as_str()) {
+            bail!("duplicate example id {:?}", e.id);
+        }
+        check_tokens(&e.id, "prompt_tokens", &e.prompt_tokens)?;
+        check_tokens(&e.id, "chosen_tokens", &e.chosen_tokens)?;
+        match (&e.rejected_tokens, kind) {
+            (Some(r), _) => check_tokens(&e.id, "rejected_tokens", r)?,
+            (None, LossKind::Sft) => {}
+            (None, _) => bail!("example {:?}: loss {kind} needs rejected_tokens", e.id),
+        }
+        if !(e.weight.is_finite() && e.weight >= 0.0) {
+            bail!("example {:?}: weight must be finite and >= 0, got {}", e.id, e.weight);
+        }
+        for (name, v) in [("target", e.target), ("chosen_winrate", e.chosen_winrate), ("rejected_winrate", e.rejected_winrate)] {
+            if !(0.0..=1.0).contains(&v) {
+                bail!("example {:?}: {name} must lie in [0, 1], got {v}", e.id);
+            }
+        }
+    }
+    Ok(())
+}

@@ -1,0 +1,229 @@
+//! End-to-end training tests on a tiny random Llama (CPU, flex backend).
+
+mod common;
+
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+use burn::tensor::Device;
+use common::*;
+use dno_train::batch::{sequence_logps, to_host, PackedBatch};
+use dno_train::{train, LossKind, LoraConfig, RunOptions, Schedule, StepMetrics, TrainConfig, TrainExample};
+
+fn base_cfg(loss: LossKind) -> TrainConfig {
+    TrainConfig {
+        loss,
+        eta: 0.5,
+        ipo_tau: 0.1,
+        lr: 1e-2,
+        epochs: 1,
+        batch_size: 4,
+        grad_accum: 1,
+        weight_decay: 0.0,
+        warmup_ratio: 0.0,
+        warmup_steps: 0,
+        schedule: Schedule::Constant,
+        max_grad_norm: 1.0,
+        seed: 3,
+        lora: None,
+        checkpoint_every: 0,
+        max_len: 32,
+    }
+}
+
+/// Mean un-scaled margin (a − b) of `model` against the reference model over `examples`.
+fn mean_margin(model: &dno_model::Llama, reference: &dno_model::Llama, examples: &[TrainExample], device: &Device) -> f64 {
+    let mut seqs: Vec<(&[u32], &[u32])> = examples.iter().map(|e| (e.prompt_tokens.as_slice(), e.chosen_tokens.as_slice())).collect();
+    for e in examples {
+        seqs.push((e.prompt_tokens.as_slice(), e.rejected_tokens.as_deref().unwrap()));
+    }
+    let batch = PackedBatch::pack(&seqs, 64, 0).unwrap();
+    let p = to_host(sequence_logps(model, &batch, device)).unwrap();
+    let r = to_host(sequence_logps(reference, &batch, device)).unwrap();
+    let n = examples.len();
+    (0..n).map(|i| (p[i] - r[i]) - (p[n + i] - r[n + i])).sum::<f64>() / n as f64
+}
+
+fn run(
+    model_seed: u64,
+    examples: &[TrainExample],
+    cfg: &TrainConfig,
+    out: &std::path::Path,
+    resume: bool,
+    stop_after: Option<usize>,
+) -> dno_train::TrainOutcome {
+    let device = Device::flex();
+    let stop = Arc::new(AtomicBool::new(false));
+    let flag = stop.clone();
+    let opts = RunOptions { resume, stop };
+    train(tiny_model(model_seed, &device), examples.to_vec(), cfg, out, &device, opts, |m: &StepMetrics| {
+        if Some(m.step) == stop_after {
+            flag.store(true, Ordering::SeqCst);
+        }
+    })
+    .unwrap()
+}
+
+/// Training raises the chosen-over-rejected margin, for dpo (Eq. 13) and dno (Eq. 8/11).
+#[test]
+fn training_raises_chosen_over_rejected_margin() {
+    let device = Device::flex();
+    let examples = pairs(8, 11);
+    for kind in [LossKind::Dpo, LossKind::Dno] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig { epochs: 6, ..base_cfg(kind) };
+        let out = run(5, &examples, &cfg, dir.path(), false, None);
+        assert!(!out.interrupted);
+        assert_eq!(out.metrics.len(), 12);
+        let first = &out.metrics[0];
+        let last = out.metrics.last().unwrap();
+        assert!(first.margin_mean.unwrap().abs() < 1e-3, "{kind}: step 1 is at the reference: {first:?}");
+        assert!(last.loss < first.loss, "{kind}: loss {} -> {}", first.loss, last.loss);
+        assert!(last.margin_mean.unwrap() > first.margin_mean.unwrap() + 0.1, "{kind}: {first:?} -> {last:?}");
+        assert_eq!(last.reward_accuracy, Some(1.0), "{kind}: {last:?}");
+        // The exported HF model reproduces the raised margin against the input model.
+        let trained = dno_model::load_model(&dir.path().join("model"), &device).unwrap();
+        let reference = tiny_model(5, &device);
+        let margin = mean_margin(&trained.model, &reference.model, &examples, &device);
+        assert!(margin > 0.5, "{kind}: exported model's mean margin {margin}");
+    }
+}
+
+/// 4 steps straight == 2 steps, stop, resume 2 steps: same metrics and the same final logits.
+#[test]
+fn resume_reaches_the_same_weights_as_an_uninterrupted_run() {
+    let device = Device::flex();
+    let examples = pairs(8, 21);
+    // batch 1 x accumulation 2 = 4 steps; warm-up + cosine and weight decay exercise the
+    // schedule and both optimiser groups across the resume.
+    let cfg = TrainConfig {
+        batch_size: 1,
+        grad_accum: 2,
+        warmup_steps: 1,
+        schedule: Schedule::Cosine,
+        weight_decay: 0.01,
+        ..base_cfg(LossKind::Dno)
+    };
+    let straight = tempfile::tempdir().unwrap();
+    let a = run(7, &examples, &cfg, straight.path(), false, None);
+    assert_eq!((a.steps_done, a.total_steps, a.interrupted), (4, 4, false));
+
+    let split = tempfile::tempdir().unwrap();
+    let b1 = run(7, &examples, &cfg, split.path(), false, Some(2));
+    assert!(b1.interrupted);
+    assert_eq!(b1.steps_done, 2);
+    assert!(b1.model_dir.is_none() && !split.path().join("model").exists());
+    assert!(split.path().join("checkpoint/state.json").is_file());
+    let b2 = run(7, &examples, &cfg, split.path(), true, None);
+    assert!(!b2.interrupted);
+    assert!(b2.reference_cached, "resume must reuse the cached reference log-probs");
+    assert_eq!(b2.steps_done, 4);
+    assert_eq!(b2.metrics.len(), 4, "metrics include the resumed-from part");
+    for (x, y) in a.metrics.iter().zip(&b2.metrics) {
+        assert_eq!(x.step, y.step);
+        assert!((x.loss - y.loss).abs() < 1e-6, "step {}: loss {} vs {}", x.step, x.loss, y.loss);
+        assert!((x.grad_norm - y.grad_norm).abs() < 1e-5 * (1.0 + x.grad_norm), "step {}", x.step);
+        assert_eq!(x.lr, y.lr);
+    }
+    let la = probe_logits(&dno_model::load_model(&straight.path().join("model"), &device).unwrap().model, &device);
+    let lb = probe_logits(&dno_model::load_model(&split.path().join("model"), &device).unwrap().model, &device);
+    let base = probe_logits(&tiny_model(7, &device).model, &device);
+    assert!(max_abs_diff(&la, &base) > 1e-3, "training changed the model");
+    let d = max_abs_diff(&la, &lb);
+    assert!(d < 1e-5, "resumed run differs from the straight run by {d}");
+}
+
+/// The gradient of a step does not depend on how it is split into micro-batches.
+#[test]
+fn gradient_accumulation_matches_one_big_batch() {
+    let examples = pairs(8, 5);
+    let mut first_steps = Vec::new();
+    for (batch_size, grad_accum) in [(4, 1), (2, 2), (1, 4)] {
+        let dir = tempfile::tempdir().unwrap();
+        let cfg = TrainConfig { batch_size, grad_accum, ..base_cfg(LossKind::Dpo) };
+        let out = run(9, &examples, &cfg, dir.path(), false, None);
+        assert_eq!(out.total_steps, 2);
+        first_steps.push(out.metrics[0].clone());
+    }
+    for m in &first_steps[1..] {
+        let r = &first_steps[0];
+        assert!((m.loss - r.loss).abs() < 1e-5, "{} vs {}", m.loss, r.loss);
+        assert!((m.grad_norm - r.grad_norm).abs() < 1e-4 * r.grad_norm, "{} vs {}", m.grad_norm, r.grad_norm);
+        assert_eq!(m.tokens, r.tokens);
+    }
+}
+
+/// LoRA: only adapters train; the merged export computes the same logits as base + adapters.
+#[test]
+fn lora_merged_and_unmerged_logits_agree() {
+    let device = Device::flex();
+    let examples = pairs(8, 31);
+    let targets = vec!["q_proj".to_string(), "v_proj".to_string(), "down_proj".to_string()];
+    let cfg = TrainConfig {
+        lr: 5e-2,
+        lora: Some(LoraConfig { rank: 4, alpha: 8.0, targets: targets.clone() }),
+        ..base_cfg(LossKind::Dpo)
+    };
+    let dir = tempfile::tempdir().unwrap();
+    let out = run(13, &examples, &cfg, dir.path(), false, None);
+    assert_eq!(out.steps_done, 2);
+
+    // Unmerged: a fresh base with adapters, loaded from the final checkpoint.
+    let t: Vec<&str> = targets.iter().map(String::as_str).collect();
+    let fresh = tiny_model(13, &device).model.attach_lora(4, 8.0, &t, &device).unwrap();
+    let unmerged = dno_train::checkpoint::restore_model(&dir.path().join("checkpoint"), fresh).unwrap();
+    assert!(unmerged.has_lora());
+    let l_unmerged = probe_logits(&unmerged, &device);
+    let l_base = probe_logits(&tiny_model(13, &device).model, &device);
+    assert!(max_abs_diff(&l_unmerged, &l_base) > 1e-4, "adapters were trained");
+    // Base weights are frozen.
+    let e0 = tiny_model(13, &device).model.embed_tokens.val().into_data().try_to_vec::<f32>().unwrap();
+    let e1 = unmerged.embed_tokens.val().into_data().try_to_vec::<f32>().unwrap();
+    assert_eq!(e0, e1, "LoRA training must not touch the base weights");
+
+    let l_merged = probe_logits(&unmerged.clone().merge_lora(), &device);
+    let d = max_abs_diff(&l_unmerged, &l_merged);
+    assert!(d < 1e-5, "in-memory merge differs by {d}");
+    let exported = dno_model::load_model(&dir.path().join("model"), &device).unwrap();
+    assert!(!exported.model.has_lora());
+    let d = max_abs_diff(&l_unmerged, &probe_logits(&exported.model, &device));
+    assert!(d < 1e-4, "exported merged model differs by {d}");
+}
+
+/// sft trains on the chosen response only and needs no rejected responses or reference.
+#[test]
+fn sft_lowers_the_chosen_nll() {
+    let examples: Vec<TrainExample> = pairs(8, 41).into_iter().map(|e| TrainExample { rejected_tokens: None, ..e }).collect();
+    let dir = tempfile::tempdir().unwrap();
+    let cfg = TrainConfig { epochs: 4, ..base_cfg(LossKind::Sft) };
+    let out = run(17, &examples, &cfg, dir.path(), false, None);
+    let (first, last) = (&out.metrics[0], out.metrics.last().unwrap());
+    assert!(first.margin_mean.is_none() && first.chosen_logratio.is_none());
+    assert!(last.loss < 0.8 * first.loss, "sft loss {} -> {}", first.loss, last.loss);
+    assert!(!dir.path().join(dno_train::reference::CACHE_FILE).exists());
+}
+
+#[test]
+fn bad_examples_and_configs_are_clear_errors() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let go = |examples: Vec<TrainExample>, cfg: TrainConfig| {
+        train(tiny_model(1, &device), examples, &cfg, dir.path(), &device, RunOptions::default(), |_| {})
+            .unwrap_err()
+            .to_string()
+    };
+    let mut ex = pairs(2, 1);
+    ex[1].chosen_tokens.push(VOCAB as u32 + 5);
+    assert!(go(ex, base_cfg(LossKind::Dpo)).contains("outside the model's vocabulary"));
+    let mut ex = pairs(2, 1);
+    ex[0].rejected_tokens = None;
+    assert!(go(ex, base_cfg(LossKind::Dno)).contains("needs rejected_tokens"));
+    let mut ex = pairs(2, 1);
+    ex[1].id = ex[0].id.clone();
+    assert!(go(ex, base_cfg(LossKind::Dpo)).contains("duplicate example id"));
+    let mut ex = pairs(2, 1);
+    ex[0].target = 1.5;
+    assert!(go(ex, base_cfg(LossKind::Dno)).contains("target"));
+    assert!(go(pairs(2, 1), TrainConfig { lr: -1.0, ..base_cfg(LossKind::Dpo) }).contains("lr"));
+    assert!(go(vec![], base_cfg(LossKind::Dpo)).contains("no training examples"));
+}
