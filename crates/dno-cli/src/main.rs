@@ -49,6 +49,11 @@ enum Command {
 }
 
 fn main() {
+    // Behave like other Unix tools when piped into `head`: exit quietly on a closed pipe.
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+    }
     let argv = match config::expand_args(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {

@@ -1,11 +1,448 @@
-use anyhow::{bail, Result};
+//! `dno annotate`: samples -> preferences (stage 2).
+//!
+//! Candidates are grouped by prompt (in file order) and handed to a preference oracle from
+//! `dno-oracle`: an LLM judge over any OpenAI-compatible server (pairwise, both orders averaged;
+//! or the paper's batched 6-point score annotation, App. C), a verifier against the samples'
+//! `answer`, or an external command speaking the JSONL protocol of `dno-oracle/PROTOCOL.md`.
+//! Every answer is cached in `<out>.cache.jsonl` as soon as it arrives, so a rerun after a crash,
+//! a kill or failed calls pays only for what is missing. Failed judgments are never turned into
+//! preferences: by default any failure means no output and a non-zero exit.
 
-#[derive(clap::Args)]
-pub struct Args {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+use anyhow::{anyhow, bail, Context, Result};
+use dno_data::{read_validated, DatasetWriter, PreferenceRow, Provenance, SampleRow};
+use dno_oracle::{
+    Accounting, Cache, Candidate, Client, ClientConfig, CommandConfig, CommandOracle, Failure, Item, ItemResult, Judge, JudgeConfig,
+    JudgeMode, Oracle, PairSpec, Progress, RunOptions, Verifier, VerifyMode,
+};
+use serde::Serialize;
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::sync::Arc;
+
+/// Oracle flags shared by `dno annotate` and `dno eval`. Defaults come from `dno-oracle`'s
+/// `ClientConfig`, `JudgeConfig`, `CommandConfig` and `RunOptions`.
+#[derive(clap::Args, Serialize, Clone, Debug)]
+pub struct OracleArgs {
+    /// Which oracle answers P(a > b): judge (LLM over an OpenAI-compatible server), verifier
+    /// (compare with the samples' `answer`), command (external program, see PROTOCOL.md).
+    #[arg(long, value_parser = ["judge", "verifier", "command"])]
+    pub oracle: String,
+    /// Judge: pairwise (each pair asked in both orders, averaged) or score (all candidates of a
+    /// prompt scored in one call on a 6-point rubric; the paper's App. C annotation).
+    #[arg(long, default_value_t = JudgeConfig::default().mode.to_string(), value_parser = ["pairwise", "score"])]
+    pub mode: String,
+    /// Judge: server base URL (`/chat/completions` is appended).
+    #[arg(long, default_value_t = ClientConfig::default().base_url)]
+    pub base_url: String,
+    /// Judge: model name sent to the server.
+    #[arg(long, default_value_t = ClientConfig::default().model)]
+    pub api_model: String,
+    /// Judge: NAME of the environment variable holding the API key (the key is never printed or
+    /// stored; unset = no Authorization header, for local servers).
+    #[arg(long, default_value_t = ClientConfig::default().api_key_env)]
+    pub api_key_env: String,
+    /// Judge: template file replacing the built-in one (placeholders: pairwise {prompt},
+    /// {response_a}, {response_b}, {answer}; score {prompt}, {responses}, {n}, {answer}).
+    #[arg(long, value_name = "FILE")]
+    pub template: Option<PathBuf>,
+    /// Judge: system message.
+    #[arg(long)]
+    pub system: Option<String>,
+    /// Judge: requests in flight at most.
+    #[arg(long, default_value_t = ClientConfig::default().max_concurrency)]
+    pub concurrency: usize,
+    /// Judge: requests per minute (unlimited when not given).
+    #[arg(long)]
+    pub rpm: Option<u32>,
+    /// Judge: tokens (prompt + completion) per minute (unlimited when not given).
+    #[arg(long)]
+    pub tpm: Option<u32>,
+    /// Seconds per judge request (default 120) or per command batch (default 600).
+    #[arg(long, value_name = "SECS")]
+    pub timeout: Option<f64>,
+    /// Judge: retries of a failed request (429, 5xx, timeouts, broken bodies) after the first attempt.
+    #[arg(long, default_value_t = ClientConfig::default().max_retries)]
+    pub max_retries: u32,
+    /// Judge: first backoff delay in seconds between retries (doubles per retry, with jitter).
+    #[arg(long, value_name = "SECS", default_value_t = ClientConfig::default().backoff_base_secs)]
+    pub retry_backoff: f64,
+    /// Stop after this many failures in a row (default: 20 judge requests that failed all their
+    /// retries, or 50 failed judgments in output order); 0 = never stop.
+    #[arg(long)]
+    pub max_consecutive_failures: Option<u32>,
+    /// Judge: sampling temperature.
+    #[arg(long, default_value_t = JudgeConfig::default().temperature)]
+    pub temperature: f64,
+    /// Judge: max completion tokens (default 512 pairwise, 300 + 200·K score).
+    #[arg(long)]
+    pub max_tokens: Option<u32>,
+    /// Judge (pairwise): ask for token logprobs and turn the verdict token's A/B/tie mass into a
+    /// continuous preference.
+    #[arg(long)]
+    pub logprobs: bool,
+    /// Judge: alternatives per position with --logprobs.
+    #[arg(long, default_value_t = JudgeConfig::default().top_logprobs)]
+    pub top_logprobs: u32,
+    /// Verifier: exact, normalized, last-number (the last number of the response equals the last
+    /// number of the answer; GSM8K-style) or regex:PATTERN. `dno eval` also uses it for accuracy.
+    #[arg(long, default_value = "last-number")]
+    pub verify: String,
+    /// Command oracle: the command line, run with `sh -c`.
+    #[arg(long, value_name = "CMD")]
+    pub command: Option<String>,
+    /// Command oracle: requests per batch.
+    #[arg(long, default_value_t = CommandConfig::shell("x").batch_size)]
+    pub batch_size: usize,
+    /// Command oracle: keep one process alive across batches.
+    #[arg(long)]
+    pub persistent: bool,
 }
 
-pub fn run(_a: Args) -> Result<()> {
-    bail!("dno annotate: not yet implemented in this build")
+impl OracleArgs {
+    /// The verifier mode of `--verify`.
+    pub fn verify_mode(&self) -> Result<VerifyMode> {
+        self.verify.parse().map_err(|e: anyhow::Error| anyhow!("--verify: {e:#}"))
+    }
+
+    /// Build the oracle. `seed` seeds the score-mode candidate shuffle.
+    pub fn build(&self, seed: u64) -> Result<Oracle> {
+        match self.oracle.as_str() {
+            "judge" => {
+                let mut cc = ClientConfig {
+                    base_url: self.base_url.clone(),
+                    model: self.api_model.clone(),
+                    api_key_env: self.api_key_env.clone(),
+                    max_concurrency: self.concurrency,
+                    rpm: self.rpm,
+                    tpm: self.tpm,
+                    max_retries: self.max_retries,
+                    backoff_base_secs: self.retry_backoff,
+                    ..ClientConfig::default()
+                };
+                if let Some(t) = self.timeout {
+                    cc.timeout_secs = t;
+                }
+                if let Some(n) = self.max_consecutive_failures {
+                    cc.max_consecutive_failures = n;
+                }
+                let client = Client::new(cc).map_err(|e| anyhow!("judge: {e:#}"))?;
+                let jc = JudgeConfig {
+                    mode: self.mode.parse::<JudgeMode>()?,
+                    template_path: self.template.clone(),
+                    system: self.system.clone(),
+                    temperature: self.temperature,
+                    max_tokens: self.max_tokens,
+                    logprobs: self.logprobs,
+                    top_logprobs: self.top_logprobs,
+                    shuffle_seed: seed,
+                    ..JudgeConfig::default()
+                };
+                let judge = Judge::new(Arc::new(client), jc).map_err(|e| anyhow!("judge: {e:#}"))?;
+                Ok(Oracle::Judge(Arc::new(judge)))
+            }
+            "verifier" => Ok(Oracle::Verifier(Arc::new(Verifier::new(self.verify_mode()?)))),
+            "command" => {
+                let cmd = self.command.clone().ok_or_else(|| anyhow!("--oracle command needs --command CMD"))?;
+                let mut cfg = CommandConfig::shell(cmd);
+                cfg.batch_size = self.batch_size;
+                cfg.persistent = self.persistent;
+                if let Some(t) = self.timeout {
+                    cfg.batch_timeout_secs = t;
+                }
+                Ok(Oracle::Command(Arc::new(CommandOracle::new(cfg).map_err(|e| anyhow!("{e:#}"))?)))
+            }
+            other => bail!("--oracle {other}: expected judge, verifier or command"),
+        }
+    }
+
+    /// Driver options for this oracle.
+    pub fn run_options(&self, pairs: PairSpec, seed: u64) -> RunOptions {
+        let mut o = RunOptions { pairs, seed, ..RunOptions::default() };
+        if let Some(n) = self.max_consecutive_failures {
+            o.max_consecutive_failures = n as usize;
+        }
+        o
+    }
+}
+
+#[derive(clap::Args, Serialize)]
+pub struct Args {
+    /// Samples written by `dno sample` (files or shard directories).
+    #[arg(long, required = true, num_args = 1..)]
+    pub samples: Vec<PathBuf>,
+    /// Output preferences Parquet file.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    #[command(flatten)]
+    pub oracle: OracleArgs,
+    /// Which pairs of a prompt's candidates to judge: all, vs-reference or random:N.
+    #[arg(long, default_value_t = RunOptions::default().pairs.to_string())]
+    pub pairs: String,
+    /// Answer cache (default: `<out>.cache.jsonl` beside the output). Delete it to ask again.
+    #[arg(long, value_name = "PATH")]
+    pub cache: Option<PathBuf>,
+    /// Seed for `--pairs random:N` and the score-mode candidate shuffle.
+    #[arg(long, default_value_t = RunOptions::default().seed)]
+    pub seed: u64,
+    /// Print how many calls and tokens the run would cost (cached answers excluded) and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Write the successful judgments even when some failed (they are left out of the output).
+    #[arg(long)]
+    pub allow_failures: bool,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+}
+
+/// `<out>.cache.jsonl`, beside the output.
+pub fn default_cache_path(out: &Path) -> PathBuf {
+    let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
+    out.with_file_name(format!("{name}.cache.jsonl"))
+}
+
+/// Open the answer cache (for a dry run only when it already exists, so nothing is created).
+pub fn open_cache(path: &Path, dry_run: bool) -> Result<Option<Cache>> {
+    if dry_run && !path.exists() {
+        return Ok(None);
+    }
+    Ok(Some(Cache::open(path).map_err(|e| anyhow!("{e:#}"))?))
+}
+
+/// What a run cost, stored as `dno.accounting` metadata and printed at the end.
+#[derive(Debug, Clone, Serialize, Default)]
+pub struct RunAccounting {
+    pub oracle: String,
+    pub items: usize,
+    pub judgments: usize,
+    pub failed_judgments: usize,
+    /// Oracle calls paid in this run (HTTP requests or command requests).
+    pub calls: u64,
+    pub http_attempts: u64,
+    pub retries: u64,
+    /// Calls that failed after all their retries.
+    pub failed_calls: u64,
+    pub parse_retries: u64,
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+    pub cache_hits: u64,
+    /// Mean P(the response shown first wins) over pairwise judgments (0.5 = no position bias).
+    pub first_position_win_rate: Option<f64>,
+    pub wall_secs: f64,
+}
+
+impl RunAccounting {
+    pub fn new(oracle: &Oracle, items: usize, acc: &Accounting) -> Self {
+        RunAccounting {
+            oracle: oracle.name(),
+            items,
+            calls: acc.calls,
+            http_attempts: acc.http_attempts,
+            retries: acc.retries,
+            failed_calls: acc.failures,
+            parse_retries: acc.parse_retries,
+            prompt_tokens: acc.prompt_tokens,
+            completion_tokens: acc.completion_tokens,
+            cache_hits: acc.cache_hits,
+            wall_secs: acc.wall_secs,
+            ..Default::default()
+        }
+    }
+
+    pub fn print(&self, what: &str) {
+        eprintln!(
+            "{what} accounting ({}): {} calls ({} cached answers reused), {} retries, {} failed calls, {} parse retries, tokens {} in / {} out, {:.1} s",
+            self.oracle,
+            self.calls,
+            self.cache_hits,
+            self.retries,
+            self.failed_calls,
+            self.parse_retries,
+            self.prompt_tokens,
+            self.completion_tokens,
+            self.wall_secs
+        );
+        let fp = self.first_position_win_rate.map(|p| format!(", first-position win-rate {:.1}%", 100.0 * p)).unwrap_or_default();
+        eprintln!(
+            "  {} prompts/items, {} judgments, {} failed judgments{fp}",
+            self.items, self.judgments, self.failed_judgments
+        );
+    }
+}
+
+/// Mean of the judgments' `p_first` (pairwise judge only).
+#[derive(Default)]
+pub struct FirstPosition {
+    sum: f64,
+    n: usize,
+}
+
+impl FirstPosition {
+    pub fn add(&mut self, p: Option<f64>) {
+        if let Some(p) = p {
+            self.sum += p;
+            self.n += 1;
+        }
+    }
+    pub fn rate(&self) -> Option<f64> {
+        (self.n > 0).then(|| self.sum / self.n as f64)
+    }
+}
+
+/// Run `oracle` over `items` on a tokio runtime with a progress bar (terminal) or periodic
+/// progress lines (otherwise), handing each item's result to `sink` in input order.
+pub fn drive(
+    what: &str,
+    oracle: &Oracle,
+    items: Vec<Item>,
+    cache: Option<&Cache>,
+    opts: &RunOptions,
+    sink: impl FnMut(ItemResult) -> Result<()>,
+) -> Result<Accounting> {
+    let n = items.len();
+    let pb = super::progress(n as u64, what);
+    let mut ticker = super::Ticker::new(10);
+    let quiet = log::max_level() < log::LevelFilter::Warn;
+    let progress = |p: &Progress| {
+        pb.set_position(p.items_done as u64);
+        pb.set_message(format!("{} calls, {} cached, {} failed", p.calls, p.cache_hits, p.failures));
+        if pb.is_hidden() && !quiet && ticker.due() {
+            eprintln!(
+                "{what}: {}/{n} done, {} judgments, {} failed, {} calls, {} cached answers, {:.0} s",
+                p.items_done, p.judgments, p.failures, p.calls, p.cache_hits, p.elapsed_secs
+            );
+        }
+    };
+    let rt = tokio::runtime::Builder::new_multi_thread().enable_all().build().context("starting the tokio runtime")?;
+    let r = rt.block_on(dno_oracle::run_with_sink(oracle, items, cache, opts, progress, sink));
+    pb.finish_and_clear();
+    r
+}
+
+/// The error for a run with failed judgments (and no --allow-failures).
+pub fn failures_error(failures: &[Failure], total: usize, cache: &Path) -> anyhow::Error {
+    let f = &failures[0];
+    let which = if f.sample_a == "*" { format!("prompt '{}'", f.prompt_id) } else { format!("prompt '{}' ({} vs {})", f.prompt_id, f.sample_a, f.sample_b) };
+    anyhow!(
+        "{} of {total} judgments failed (first: {which}: {}); no output written. Rerun the same command to retry only the failed ones (answers so far are cached in {}), or pass --allow-failures to keep the successful ones",
+        failures.len(),
+        f.error,
+        cache.display()
+    )
+}
+
+/// Group samples by prompt (in file order) into oracle items.
+fn items_from_samples(samples: &[SampleRow], file: &Path) -> Result<Vec<Item>> {
+    let mut order: Vec<Item> = Vec::new();
+    let mut index: HashMap<&str, usize> = HashMap::new();
+    for s in samples {
+        let i = *index.entry(s.prompt_id.as_str()).or_insert_with(|| {
+            order.push(Item { prompt_id: s.prompt_id.clone(), prompt: s.prompt.clone(), answer: None, candidates: Vec::new() });
+            order.len() - 1
+        });
+        let item = &mut order[i];
+        if item.prompt != s.prompt {
+            bail!("{}: sample '{}': column 'prompt' differs from an earlier sample of prompt '{}'", file.display(), s.sample_id, s.prompt_id);
+        }
+        if item.answer.is_none() {
+            item.answer = s.answer.clone();
+        }
+        item.candidates.push(Candidate { sample_id: s.sample_id.clone(), text: s.response.clone(), is_reference: s.is_reference() });
+    }
+    Ok(order)
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let pairs: PairSpec = a.pairs.parse().map_err(|e: anyhow::Error| anyhow!("{e:#}"))?;
+    if !a.dry_run {
+        dno_data::check_output(&a.out, a.force)?;
+    }
+    let oracle = a.oracle.build(a.seed)?;
+    let (reader, samples) = read_validated::<SampleRow>(&a.samples)?;
+    let items = items_from_samples(&samples, &reader.files()[0])?;
+    drop(samples);
+    if items.is_empty() {
+        bail!("{}: no samples", a.samples[0].display());
+    }
+    if let Oracle::Verifier(_) = oracle {
+        if let Some(it) = items.iter().find(|it| it.answer.is_none()) {
+            bail!(
+                "{}: prompt '{}': column 'answer' is null, but the verifier needs an answer for every prompt (import prompts with --answer-field)",
+                reader.files()[0].display(),
+                it.prompt_id
+            );
+        }
+    }
+    let opts = a.oracle.run_options(pairs, a.seed);
+    let cache_path = a.cache.clone().unwrap_or_else(|| default_cache_path(&a.out));
+    let cache = open_cache(&cache_path, a.dry_run)?;
+
+    if a.dry_run {
+        let e = dno_oracle::estimate(&oracle, &items, cache.as_ref(), &opts);
+        println!(
+            "dry run ({}): {} prompts, {} pairs -> {} calls to make, {} already answered in {}; about {} prompt + {} completion tokens",
+            oracle.name(),
+            e.items,
+            e.pairs,
+            e.calls,
+            e.cached_calls,
+            cache_path.display(),
+            e.prompt_tokens,
+            e.completion_tokens
+        );
+        return Ok(());
+    }
+
+    let mut prov = Provenance::new("annotate", &a)?;
+    prov.add_inputs(reader.files())?;
+    let mut w = DatasetWriter::<PreferenceRow>::create(&a.out, &prov, a.force)?;
+    let n_items = items.len();
+    let mut failures: Vec<Failure> = Vec::new();
+    let mut first = FirstPosition::default();
+    let mut judgments = 0usize;
+    let result = drive("annotate", &oracle, items, cache.as_ref(), &opts, |r| {
+        failures.extend(r.failures);
+        for j in r.judgments {
+            first.add(j.p_first);
+            judgments += 1;
+            w.write(PreferenceRow {
+                prompt_id: j.prompt_id,
+                sample_a: j.sample_a,
+                sample_b: j.sample_b,
+                p_a: j.p_a,
+                judge: j.judge,
+                p_ab: j.p_ab,
+                p_ba: j.p_ba,
+                score_a: j.score_a,
+                score_b: j.score_b,
+                raw: j.raw,
+            })?;
+        }
+        Ok(())
+    });
+    let acc = match result {
+        Ok(acc) => acc,
+        Err(e) => {
+            return Err(e.context(format!(
+                "annotate stopped; no output written (answers so far are cached in {}: rerun to continue)",
+                cache_path.display()
+            )))
+        }
+    };
+    let mut report = RunAccounting::new(&oracle, n_items, &acc);
+    report.judgments = judgments;
+    report.failed_judgments = failures.len();
+    report.first_position_win_rate = first.rate();
+    report.print("annotate");
+    if !failures.is_empty() {
+        if !a.allow_failures {
+            drop(w);
+            return Err(failures_error(&failures, judgments + failures.len(), &cache_path));
+        }
+        log::warn!("{} judgments failed and are left out (--allow-failures); first: {}", failures.len(), failures[0].error);
+    }
+    w.set_metadata("dno.accounting", serde_json::to_string(&report)?);
+    let n = w.finish().with_context(|| format!("writing {}", a.out.display()))?;
+    eprintln!("preferences: {n} written to {}", a.out.display());
+    Ok(())
 }

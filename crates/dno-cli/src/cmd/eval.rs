@@ -1,11 +1,386 @@
-use anyhow::{bail, Result};
+//! `dno eval`: a candidate policy against a fixed baseline (stage 5).
+//!
+//! Each candidate response (the first policy sample of a prompt, or every policy sample with
+//! `--all-samples`) is compared with the baseline response of the same prompt (the baseline
+//! file's first policy sample, or with `--baseline-reference` the prompt's reference answer) by
+//! the same oracles and cache as `dno annotate` (a pairwise judge asks both orders). The output
+//! has one `EvalRow` per comparison and the `dno.eval_summary` metadata (a `dno_eval::EvalSummary`:
+//! win-rate with prompt-clustered SE and bootstrap CI, length-controlled win-rate, mean lengths,
+//! verifier accuracy, first-position win-rate) that `dno report` reads.
+//!
+//! Accuracy: when the samples carry an `answer`, both responses are checked with the verifier
+//! of `--verify` (default `last-number`: the last number in the response equals the last number
+//! in the answer, the usual GSM8K-style check), whatever oracle decides the preference.
 
-#[derive(clap::Args)]
+use super::annotate::{default_cache_path, drive, failures_error, open_cache, OracleArgs, RunAccounting};
+use anyhow::{anyhow, bail, Context, Result};
+use dno_data::{read_validated, DatasetReader, DatasetWriter, EvalRow, PromptRow, Provenance, SampleRow};
+use dno_eval::{Comparison, EvalOptions, EvalSummary};
+use dno_oracle::{Candidate, Failure, Item, Judgment, Oracle, PairSpec, Verifier};
+use serde::Serialize;
+use std::collections::{HashMap, HashSet};
+use std::path::{Path, PathBuf};
+
+#[derive(clap::Args, Serialize)]
 pub struct Args {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// Samples of the policy being evaluated (files or shard directories).
+    #[arg(long, required = true, num_args = 1..)]
+    pub candidate: Vec<PathBuf>,
+    /// Samples of the fixed baseline policy; its first policy sample per prompt is the baseline.
+    #[arg(long, num_args = 1.., required_unless_present = "baseline_reference", conflicts_with = "baseline_reference")]
+    pub baseline: Vec<PathBuf>,
+    /// Use the prompts' reference answers as the baseline: the `reference` rows
+    /// (source=reference) of the candidate samples, or the `reference` column of --prompts.
+    #[arg(long)]
+    pub baseline_reference: bool,
+    /// Prompts file whose `reference` column is the baseline (with --baseline-reference).
+    #[arg(long, num_args = 1.., requires = "baseline_reference")]
+    pub prompts: Vec<PathBuf>,
+    /// Output eval Parquet file (`RUN/iter-<t>/eval.parquet` for `dno report RUN`).
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// Compare every policy sample of a prompt with the baseline (default: the first one, by sample_index).
+    #[arg(long)]
+    pub all_samples: bool,
+    #[command(flatten)]
+    pub oracle: OracleArgs,
+    /// Answer cache (default: `<out>.cache.jsonl` beside the output).
+    #[arg(long, value_name = "PATH")]
+    pub cache: Option<PathBuf>,
+    /// Seed of the bootstrap and of the score-mode candidate shuffle.
+    #[arg(long, default_value_t = EvalOptions::default().seed)]
+    pub seed: u64,
+    /// Bootstrap replicates (resampling prompts) for the win-rate CI.
+    #[arg(long, default_value_t = EvalOptions::default().bootstrap_samples)]
+    pub bootstrap_samples: usize,
+    /// Confidence level of the CI.
+    #[arg(long, default_value_t = EvalOptions::default().ci_level)]
+    pub ci_level: f64,
+    /// Print how many calls and tokens the run would cost and exit.
+    #[arg(long)]
+    pub dry_run: bool,
+    /// Summarise the successful comparisons even when some failed.
+    #[arg(long)]
+    pub allow_failures: bool,
+    /// Overwrite an existing output.
+    #[arg(long)]
+    pub force: bool,
+    /// Afterwards, run `dno report` over the run directory (the output's grandparent when it sits
+    /// in `iter-<t>/`, else the output alone, with the report beside it).
+    #[arg(long)]
+    pub report: bool,
 }
 
-pub fn run(_a: Args) -> Result<()> {
-    bail!("dno eval: not yet implemented in this build")
+/// One response of either side.
+#[derive(Clone)]
+struct Resp {
+    id: String,
+    text: String,
+}
+
+/// One planned comparison.
+struct Planned {
+    prompt_id: String,
+    prompt: String,
+    answer: Option<String>,
+    cand: Resp,
+    base: Resp,
+}
+
+/// Policy samples grouped by prompt (first-appearance order), each group sorted by sample_index.
+fn policy_by_prompt(samples: &[SampleRow]) -> (Vec<String>, HashMap<String, Vec<&SampleRow>>) {
+    let mut order = Vec::new();
+    let mut by: HashMap<String, Vec<&SampleRow>> = HashMap::new();
+    for s in samples.iter().filter(|s| !s.is_reference()) {
+        let e = by.entry(s.prompt_id.clone()).or_default();
+        if e.is_empty() {
+            order.push(s.prompt_id.clone());
+        }
+        e.push(s);
+    }
+    for v in by.values_mut() {
+        v.sort_by_key(|s| s.sample_index);
+    }
+    (order, by)
+}
+
+/// prompt_id -> baseline response.
+fn baselines(a: &Args, cand_samples: &[SampleRow]) -> Result<(HashMap<String, (Resp, Option<String>)>, Vec<PathBuf>, String)> {
+    let mut map = HashMap::new();
+    if !a.baseline_reference {
+        let (reader, rows) = read_validated::<SampleRow>(&a.baseline)?;
+        let (_, by) = policy_by_prompt(&rows);
+        for (pid, v) in by {
+            let s = v[0];
+            map.insert(pid, (Resp { id: s.sample_id.clone(), text: s.response.clone() }, s.answer.clone()));
+        }
+        if map.is_empty() {
+            bail!("{}: no policy samples (source=policy) to use as the baseline", reader.files()[0].display());
+        }
+        return Ok((map, reader.files().to_vec(), format!("{} (first policy sample)", a.baseline[0].display())));
+    }
+    if !a.prompts.is_empty() {
+        let (reader, rows) = read_validated::<PromptRow>(&a.prompts)?;
+        for p in rows {
+            if let Some(r) = p.reference {
+                map.insert(p.prompt_id.clone(), (Resp { id: format!("reference:{}", p.prompt_id), text: r }, p.answer));
+            }
+        }
+        if map.is_empty() {
+            bail!("{}: column 'reference' is null in every row; --baseline-reference needs reference answers", reader.files()[0].display());
+        }
+        return Ok((map, reader.files().to_vec(), format!("{} (reference column)", a.prompts[0].display())));
+    }
+    for s in cand_samples.iter().filter(|s| s.is_reference()) {
+        map.entry(s.prompt_id.clone()).or_insert_with(|| (Resp { id: s.sample_id.clone(), text: s.response.clone() }, s.answer.clone()));
+    }
+    if map.is_empty() {
+        bail!(
+            "{}: no reference rows (source=reference); sample with --include-reference or pass --prompts with a reference column",
+            a.candidate[0].display()
+        );
+    }
+    Ok((map, Vec::new(), "the candidate file's reference rows".to_string()))
+}
+
+fn plan(a: &Args, cand: &DatasetReader, cand_samples: &[SampleRow], base: &HashMap<String, (Resp, Option<String>)>) -> Result<Vec<Planned>> {
+    let (order, by) = policy_by_prompt(cand_samples);
+    if order.is_empty() {
+        bail!("{}: no policy samples (source=policy) to evaluate", cand.files()[0].display());
+    }
+    let mut planned = Vec::new();
+    let mut no_baseline = 0usize;
+    for pid in &order {
+        let Some((b, b_answer)) = base.get(pid) else {
+            no_baseline += 1;
+            continue;
+        };
+        let group = &by[pid];
+        let take = if a.all_samples { group.len() } else { 1 };
+        for s in &group[..take] {
+            planned.push(Planned {
+                prompt_id: pid.clone(),
+                prompt: s.prompt.clone(),
+                answer: s.answer.clone().or_else(|| b_answer.clone()),
+                cand: Resp { id: s.sample_id.clone(), text: s.response.clone() },
+                base: b.clone(),
+            });
+        }
+    }
+    let cand_set: HashSet<&String> = order.iter().collect();
+    let no_candidate = base.keys().filter(|k| !cand_set.contains(k)).count();
+    if no_baseline > 0 {
+        log::warn!("{no_baseline} of {} candidate prompts have no baseline response and are skipped", order.len());
+    }
+    if no_candidate > 0 {
+        log::warn!("{no_candidate} baseline prompts have no candidate sample and are skipped");
+    }
+    if planned.is_empty() {
+        bail!("{}: no prompt in common between the candidate and the baseline", cand.files()[0].display());
+    }
+    Ok(planned)
+}
+
+fn pct(x: Option<f64>) -> String {
+    x.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "-".into())
+}
+
+fn print_summary(s: &EvalSummary, out: &Path) {
+    eprintln!("eval: {} comparisons over {} prompts written to {}", s.n, s.n_prompts, out.display());
+    eprintln!(
+        "  win-rate {:.1}% ± {:.1} (SE; {:.0}% CI {:.1}%..{:.1}%), length-controlled {:.1}%  [wins {} / ties {} / losses {}]",
+        100.0 * s.win_rate,
+        100.0 * s.win_rate_se,
+        100.0 * s.ci_level,
+        100.0 * s.ci_low,
+        100.0 * s.ci_high,
+        100.0 * s.lc_win_rate,
+        s.wins,
+        s.ties,
+        s.losses
+    );
+    eprintln!("  mean length (chars): candidate {:.0}, baseline {:.0}", s.mean_len_candidate, s.mean_len_baseline);
+    if s.accuracy_candidate.is_some() || s.accuracy_baseline.is_some() {
+        eprintln!("  accuracy: candidate {}, baseline {}", pct(s.accuracy_candidate), pct(s.accuracy_baseline));
+    }
+    if let Some(p) = s.first_position_win_rate {
+        eprintln!("  first-position win-rate {:.1}% (50% = no position bias)", 100.0 * p);
+    }
+    if let Some(w) = &s.lc_warning {
+        eprintln!("  warning: {w}");
+    }
+    for n in &s.notes {
+        eprintln!("  note: {n}");
+    }
+}
+
+/// The `dno report` invocation for an eval output.
+fn report_args(out: &Path) -> super::report::Args {
+    let parent = out.parent().filter(|d| !d.as_os_str().is_empty());
+    let in_iter_dir = parent.and_then(|d| d.file_name()).and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("iter"));
+    match (in_iter_dir, parent.and_then(|d| d.parent())) {
+        (true, Some(run)) => {
+            let run = if run.as_os_str().is_empty() { PathBuf::from(".") } else { run.to_path_buf() };
+            super::report::Args { inputs: vec![run], out: None }
+        }
+        _ => super::report::Args {
+            inputs: vec![out.to_path_buf()],
+            out: Some(parent.map(Path::to_path_buf).unwrap_or_else(|| PathBuf::from(".")).join("report")),
+        },
+    }
+}
+
+pub fn run(a: Args) -> Result<()> {
+    if !a.dry_run {
+        dno_data::check_output(&a.out, a.force)?;
+    }
+    let opts_eval = EvalOptions { bootstrap_samples: a.bootstrap_samples, seed: a.seed, ci_level: a.ci_level, ..EvalOptions::default() };
+    if opts_eval.bootstrap_samples == 0 {
+        bail!("--bootstrap-samples must be at least 1");
+    }
+    if !(a.ci_level > 0.0 && a.ci_level < 1.0) {
+        bail!("--ci-level {} must lie strictly between 0 and 1", a.ci_level);
+    }
+    let verifier = Verifier::new(a.oracle.verify_mode()?);
+    let oracle = a.oracle.build(a.seed)?;
+    let (cand_reader, cand_samples) = read_validated::<SampleRow>(&a.candidate)?;
+    let (base, base_files, base_desc) = baselines(&a, &cand_samples)?;
+    let planned = plan(&a, &cand_reader, &cand_samples, &base)?;
+    drop(cand_samples);
+    if let Oracle::Verifier(_) = oracle {
+        if let Some(p) = planned.iter().find(|p| p.answer.is_none()) {
+            bail!(
+                "{}: prompt '{}': column 'answer' is null, but the verifier oracle needs an answer for every prompt",
+                cand_reader.files()[0].display(),
+                p.prompt_id
+            );
+        }
+    }
+    let items: Vec<Item> = planned
+        .iter()
+        .map(|p| Item {
+            prompt_id: p.prompt_id.clone(),
+            prompt: p.prompt.clone(),
+            answer: p.answer.clone(),
+            candidates: vec![
+                Candidate { sample_id: p.cand.id.clone(), text: p.cand.text.clone(), is_reference: false },
+                Candidate { sample_id: p.base.id.clone(), text: p.base.text.clone(), is_reference: a.baseline_reference },
+            ],
+        })
+        .collect();
+    let run_opts = a.oracle.run_options(PairSpec::All, a.seed);
+    let cache_path = a.cache.clone().unwrap_or_else(|| default_cache_path(&a.out));
+    let cache = open_cache(&cache_path, a.dry_run)?;
+    if a.dry_run {
+        let e = dno_oracle::estimate(&oracle, &items, cache.as_ref(), &run_opts);
+        println!(
+            "dry run ({}): {} comparisons -> {} calls to make, {} already answered in {}; about {} prompt + {} completion tokens",
+            oracle.name(),
+            e.pairs,
+            e.calls,
+            e.cached_calls,
+            cache_path.display(),
+            e.prompt_tokens,
+            e.completion_tokens
+        );
+        return Ok(());
+    }
+    eprintln!("eval: {} comparisons against {base_desc}", planned.len());
+
+    // Judge every comparison (item i = planned[i]; candidate is `a`, baseline is `b`).
+    let mut judged: Vec<Option<Judgment>> = vec![None; planned.len()];
+    let mut failures: Vec<Failure> = Vec::new();
+    let n_items = items.len();
+    let acc = drive("eval", &oracle, items, cache.as_ref(), &run_opts, |r| {
+        failures.extend(r.failures);
+        judged[r.index] = r.judgments.into_iter().next();
+        Ok(())
+    })
+    .map_err(|e| e.context(format!("eval stopped; no output written (answers so far are cached in {}: rerun to continue)", cache_path.display())))?;
+    let mut report = RunAccounting::new(&oracle, n_items, &acc);
+    report.judgments = judged.iter().filter(|j| j.is_some()).count();
+    report.failed_judgments = n_items - report.judgments;
+    if report.failed_judgments > 0 {
+        if failures.is_empty() {
+            failures.push(Failure {
+                prompt_id: "?".into(),
+                sample_a: "*".into(),
+                sample_b: "*".into(),
+                error: "the oracle returned no judgment".into(),
+            });
+        }
+        if !a.allow_failures {
+            report.print("eval");
+            return Err(failures_error(&failures, n_items, &cache_path));
+        }
+        log::warn!("{} comparisons failed and are left out (--allow-failures); first: {}", report.failed_judgments, failures[0].error);
+    }
+
+    // Accuracy with the verifier, where the samples have an answer.
+    let mut verify_errors = 0usize;
+    let mut first_verify_error = String::new();
+    let mut check = |text: &str, answer: Option<&str>| -> Option<bool> {
+        let answer = answer?;
+        match verifier.is_correct(text, answer) {
+            Ok(b) => Some(b),
+            Err(e) => {
+                if verify_errors == 0 {
+                    first_verify_error = format!("{e:#}");
+                }
+                verify_errors += 1;
+                None
+            }
+        }
+    };
+    let mut rows = Vec::new();
+    let mut comps = Vec::new();
+    for (p, j) in planned.iter().zip(&judged) {
+        let Some(j) = j else { continue };
+        let cand_correct = check(&p.cand.text, p.answer.as_deref());
+        let base_correct = check(&p.base.text, p.answer.as_deref());
+        let (cl, bl) = (p.cand.text.chars().count(), p.base.text.chars().count());
+        comps.push(Comparison {
+            prompt_id: p.prompt_id.clone(),
+            p_candidate: j.p_a,
+            p_candidate_first: j.p_ab,
+            p_candidate_second: j.p_ba,
+            candidate_len: cl,
+            baseline_len: bl,
+            candidate_correct: cand_correct,
+            baseline_correct: base_correct,
+        });
+        rows.push(EvalRow {
+            prompt_id: p.prompt_id.clone(),
+            candidate_id: p.cand.id.clone(),
+            baseline_id: p.base.id.clone(),
+            p_candidate: j.p_a,
+            p_candidate_first: j.p_ab,
+            p_candidate_second: j.p_ba,
+            candidate_len: cl as i64,
+            baseline_len: bl as i64,
+            candidate_correct: cand_correct,
+            baseline_correct: base_correct,
+            judge: j.judge.clone(),
+        });
+    }
+    if verify_errors > 0 {
+        log::warn!("accuracy: {verify_errors} responses could not be checked (--verify {}): {first_verify_error}", a.oracle.verify);
+    }
+    let summary = dno_eval::summarize(&comps, &opts_eval).map_err(|e| anyhow!("eval summary: {e:#}"))?;
+    report.first_position_win_rate = summary.first_position_win_rate;
+    report.print("eval");
+
+    let mut prov = Provenance::new("eval", &a)?;
+    prov.add_inputs(cand_reader.files())?;
+    prov.add_inputs(&base_files)?;
+    let mut w = DatasetWriter::<EvalRow>::create(&a.out, &prov, a.force)?;
+    w.write_all(rows)?;
+    w.set_metadata(super::report::SUMMARY_KEY, serde_json::to_string(&summary)?);
+    w.set_metadata("dno.accounting", serde_json::to_string(&report)?);
+    w.finish().with_context(|| format!("writing {}", a.out.display()))?;
+    print_summary(&summary, &a.out);
+    if a.report {
+        super::report::run(report_args(&a.out))?;
+    }
+    Ok(())
 }
