@@ -2,7 +2,7 @@
 
 mod common;
 
-use burn::module::{Module, Param};
+use burn::module::Param;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::Tiny;
 use dno_model::lora::LORA_TARGETS;

@@ -123,6 +123,26 @@ impl Tiny {
         Tiny { cfg, weights: w, vocab, d, ff, layers, nh, nkv, qwen2, tied }
     }
 
+    /// The same model with every 2-D weight replaced by its Q8_0 round trip (as `write_gguf(q8)`).
+    pub fn q8_roundtrip(&self) -> Tiny {
+        let mut t = Tiny { cfg: self.cfg.clone(), weights: self.weights.clone(), ..*self };
+        for (shape, data) in t.weights.values_mut() {
+            if shape.len() != 2 {
+                continue;
+            }
+            for blk in data.chunks_mut(32) {
+                let amax = blk.iter().fold(0f32, |m, x| m.max(x.abs()));
+                let dsc = amax / 127.0;
+                let inv = if dsc > 0.0 { 1.0 / dsc } else { 0.0 };
+                let d16 = half::f16::from_f32(dsc).to_f32();
+                for x in blk.iter_mut() {
+                    *x = ((*x * inv).round() as i8) as f32 * d16;
+                }
+            }
+        }
+        t
+    }
+
     pub fn write_hf(&self, dir: &Path) {
         std::fs::create_dir_all(dir).unwrap();
         std::fs::write(dir.join("config.json"), self.cfg.to_string()).unwrap();
