@@ -7,6 +7,7 @@
 use std::collections::BTreeMap;
 use std::fs;
 use std::path::Path;
+use std::sync::atomic::{AtomicBool, Ordering};
 
 use anyhow::{Context, Result};
 use burn::module::{Module, ModuleVisitor, Param};
@@ -72,12 +73,23 @@ pub fn fingerprint(model: &Llama, examples: &[TrainExample], max_len: usize) -> 
 /// Computes log π_t(y⁺|x) and log π_t(y⁻|x) for every example with `model` (no gradients:
 /// the model must be on a plain, non-autodiff device). Examples are processed in order of
 /// length so that each batch pads little; `batch_pairs` pairs (2× sequences) per forward.
-pub fn compute(model: &Llama, examples: &[TrainExample], max_len: usize, batch_pairs: usize, device: &Device) -> Result<Vec<RefLogps>> {
+/// Returns `None` when `stop` is raised between two batches.
+pub fn compute(
+    model: &Llama,
+    examples: &[TrainExample],
+    max_len: usize,
+    batch_pairs: usize,
+    device: &Device,
+    stop: &AtomicBool,
+) -> Result<Option<Vec<RefLogps>>> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
     let len = |e: &TrainExample| e.prompt_tokens.len() + e.chosen_tokens.len().max(e.rejected_tokens.as_ref().map_or(0, |r| r.len()));
     order.sort_by_key(|&i| len(&examples[i]));
     let mut out = vec![RefLogps { chosen: 0.0, rejected: None }; examples.len()];
     for chunk in order.chunks(batch_pairs.max(1)) {
+        if stop.load(Ordering::SeqCst) {
+            return Ok(None);
+        }
         let mut seqs: Vec<(&[u32], &[u32])> = Vec::new();
         for &i in chunk {
             seqs.push((&examples[i].prompt_tokens, &examples[i].chosen_tokens));
@@ -96,11 +108,13 @@ pub fn compute(model: &Llama, examples: &[TrainExample], max_len: usize, batch_p
             out[i].rejected = Some(logps[chunk.len() + k]);
         }
     }
-    Ok(out)
+    Ok(Some(out))
 }
 
 /// Reads the cache when its fingerprint matches, else computes and writes it (atomically).
-/// Returns the log-probs in example order and whether the cache was used.
+/// Returns the log-probs in example order and whether the cache was used; `None` when `stop`
+/// was raised during the computation (nothing is written then).
+#[allow(clippy::too_many_arguments)]
 pub fn load_or_compute(
     model: &Llama,
     examples: &[TrainExample],
@@ -109,7 +123,8 @@ pub fn load_or_compute(
     batch_pairs: usize,
     out_dir: &Path,
     device: &Device,
-) -> Result<(Vec<RefLogps>, bool)> {
+    stop: &AtomicBool,
+) -> Result<Option<(Vec<RefLogps>, bool)>> {
     let path = out_dir.join(CACHE_FILE);
     if path.is_file() {
         let text = fs::read(&path).with_context(|| format!("reading {}", path.display()))?;
@@ -124,11 +139,13 @@ pub fn load_or_compute(
                     .with_context(|| format!("reference cache {} has no entry for example {:?}", path.display(), ex.id))?;
                 out.push(*r);
             }
-            return Ok((out, true));
+            return Ok(Some((out, true)));
         }
         log::info!("reference cache {} is for another model/data; recomputing", path.display());
     }
-    let logps = compute(model, examples, max_len, batch_pairs, device)?;
+    let Some(logps) = compute(model, examples, max_len, batch_pairs, device, stop)? else {
+        return Ok(None);
+    };
     let cache = CacheFile {
         fingerprint: fingerprint.to_string(),
         logps: examples.iter().zip(&logps).map(|(e, r)| (e.id.clone(), *r)).collect(),
@@ -136,5 +153,5 @@ pub fn load_or_compute(
     let tmp = out_dir.join(format!("{CACHE_FILE}.tmp"));
     fs::write(&tmp, serde_json::to_vec(&cache)?).with_context(|| format!("writing {}", tmp.display()))?;
     fs::rename(&tmp, &path).with_context(|| format!("renaming {} to {}", tmp.display(), path.display()))?;
-    Ok((logps, false))
+    Ok(Some((logps, false)))
 }

@@ -65,7 +65,32 @@ pub fn train(
     let t_ref = Instant::now();
     let (refs, reference_cached) = if preference {
         let base_plain = base.valid();
-        reference::load_or_compute(&base_plain, &examples, &fingerprint, cfg.max_len, cfg.batch_size, out_dir, device)?
+        let computed = reference::load_or_compute(
+            &base_plain,
+            &examples,
+            &fingerprint,
+            cfg.max_len,
+            cfg.batch_size,
+            out_dir,
+            device,
+            &opts.stop,
+        )?;
+        match computed {
+            Some(r) => r,
+            None => {
+                // Stopped during the reference pass: nothing trained, nothing to checkpoint.
+                let (steps_done, metrics) = prior.map(|(_, st)| (st.step, st.metrics)).unwrap_or_default();
+                return Ok(TrainOutcome {
+                    metrics,
+                    interrupted: true,
+                    steps_done,
+                    total_steps: total,
+                    reference_cached: false,
+                    reference_s: t_ref.elapsed().as_secs_f64(),
+                    model_dir: None,
+                });
+            }
+        }
     } else {
         (Vec::new(), false)
     };

@@ -227,3 +227,18 @@ fn bad_examples_and_configs_are_clear_errors() {
     assert!(go(pairs(2, 1), TrainConfig { lr: -1.0, ..base_cfg(LossKind::Dpo) }).contains("lr"));
     assert!(go(vec![], base_cfg(LossKind::Dpo)).contains("no training examples"));
 }
+
+/// A stop raised before training (e.g. SIGINT during the reference pass) returns at once,
+/// interrupted, without a reference cache, checkpoint or export.
+#[test]
+fn stop_during_reference_pass_returns_interrupted() {
+    let device = Device::flex();
+    let dir = tempfile::tempdir().unwrap();
+    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(true)) };
+    let out = train(tiny_model(2, &device), pairs(4, 2), &base_cfg(LossKind::Dpo), dir.path(), &device, opts, |_| {}).unwrap();
+    assert!(out.interrupted);
+    assert_eq!(out.steps_done, 0);
+    assert!(out.metrics.is_empty() && out.model_dir.is_none());
+    assert!(!dir.path().join(dno_train::reference::CACHE_FILE).exists());
+    assert!(!dir.path().join("checkpoint").exists());
+}
