@@ -81,6 +81,10 @@ pub struct LlamaConfig {
     pub sliding_window: Option<usize>,
     #[serde(default)]
     pub use_sliding_window: Option<bool>,
+    /// transformers >= 5 style `{"rope_theta": .., "rope_type": .., ...}`; folded into
+    /// `rope_theta` / `rope_scaling` by [`LlamaConfig::normalize`].
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub rope_parameters: Option<serde_json::Value>,
 }
 
 fn default_eps() -> f64 {
@@ -100,11 +104,26 @@ impl LlamaConfig {
     pub fn from_file(path: &Path) -> Result<Self> {
         let text = std::fs::read_to_string(path)
             .with_context(|| format!("reading model config {}", path.display()))?;
-        let cfg: LlamaConfig = serde_json::from_str(&text)
+        let mut cfg: LlamaConfig = serde_json::from_str(&text)
             .with_context(|| format!("parsing model config {}", path.display()))?;
+        cfg.normalize()
+            .with_context(|| format!("model config {}: rope_parameters", path.display()))?;
         cfg.validate()
             .with_context(|| format!("unsupported model config {}", path.display()))?;
         Ok(cfg)
+    }
+
+    /// Folds a transformers-5 `rope_parameters` block into `rope_theta` / `rope_scaling`.
+    pub fn normalize(&mut self) -> Result<()> {
+        let Some(rp) = self.rope_parameters.clone() else { return Ok(()) };
+        if let Some(theta) = rp.get("rope_theta").and_then(|v| v.as_f64()) {
+            self.rope_theta = theta;
+        }
+        let ty = rp.get("rope_type").and_then(|v| v.as_str()).unwrap_or("default");
+        if ty != "default" && self.rope_scaling.is_none() {
+            self.rope_scaling = Some(serde_json::from_value(rp)?);
+        }
+        Ok(())
     }
 
     /// Architecture name, e.g. `LlamaForCausalLM`.
@@ -245,6 +264,15 @@ mod tests {
             "original_max_position_embeddings":8192}}"#;
         let c: LlamaConfig = serde_json::from_str(json).unwrap();
         c.validate().unwrap();
+        // the same scaling given as transformers-5 rope_parameters
+        let json5 = r#"{"architectures":["LlamaForCausalLM"],"vocab_size":10,"hidden_size":128,
+            "intermediate_size":16,"num_hidden_layers":1,"num_attention_heads":1,
+            "rope_parameters":{"rope_type":"llama3","rope_theta":500000.0,"factor":8.0,"low_freq_factor":1.0,
+            "high_freq_factor":4.0,"original_max_position_embeddings":8192}}"#;
+        let mut c5: LlamaConfig = serde_json::from_str(json5).unwrap();
+        c5.normalize().unwrap();
+        c5.validate().unwrap();
+        assert_eq!(c5.rope_inv_freq(), c.rope_inv_freq());
         let mut plain = c.clone();
         plain.rope_scaling = None;
         let (a, b) = (c.rope_inv_freq(), plain.rope_inv_freq());

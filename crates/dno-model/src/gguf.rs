@@ -509,7 +509,13 @@ pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> 
         eos_token_id: eos,
         sliding_window: None,
         use_sliding_window: None,
+        rope_parameters: None,
     };
+    if let Some(rot) = g.get_u64(&format!("{arch}.rope.dimension_count")) {
+        if rot as usize != cfg.head_dim() {
+            bail!("{file}: partial rotary embeddings ({arch}.rope.dimension_count = {rot}, head_dim = {}) are not supported", cfg.head_dim());
+        }
+    }
     cfg.validate().with_context(|| file.clone())?;
     Ok(cfg)
 }

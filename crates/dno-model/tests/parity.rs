@@ -103,6 +103,17 @@ fn tokenizer_matches_reference_corpus() {
 }
 
 #[test]
+fn tokenizer_matches_llama_cpp_exactly() {
+    let (Some(lm), Some(tok)) = (model(), reference("tokenize_llamacpp.json")) else { return };
+    let cases = tok["cases"].as_array().unwrap();
+    for (i, c) in cases.iter().enumerate() {
+        let text = c["text"].as_str().unwrap();
+        assert_eq!(lm.tokenizer.encode(text, false).unwrap(), ids(&c["ids"]), "case {i} {text:?}");
+    }
+    println!("tokenize_llamacpp.json: {} / {} cases identical to llama.cpp", cases.len(), cases.len());
+}
+
+#[test]
 fn logits_match_reference() {
     let (Some(lm), Some(refs)) = (model(), reference("logits.json")) else { return };
     let device = Device::flex();
