@@ -46,7 +46,10 @@ pub fn train(
 
     let prior = if opts.resume { checkpoint::load_state(out_dir)? } else { None };
     if let Some((dir, st)) = &prior {
-        if st.config != *cfg {
+        // Everything but the checkpoint interval must match, or the resumed run would not be
+        // the continuation of the interrupted one.
+        let comparable = |c: &TrainConfig| TrainConfig { checkpoint_every: 0, ..c.clone() };
+        if comparable(&st.config) != comparable(cfg) {
             bail!(
                 "cannot resume from {}: it was written with a different training config",
                 dir.display()
@@ -153,7 +156,9 @@ pub fn train(
         let m = acc.metrics(state.step, state.step as f64 / steps_per_epoch as f64, grad_norm, lr, secs, state.elapsed_s, preference, cfg.eta);
         on_step(&m);
         state.metrics.push(m);
-        if cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0 && state.step < total {
+        #[allow(clippy::manual_is_multiple_of)] // `is_multiple_of` needs Rust 1.87; MSRV is 1.85
+        let due = cfg.checkpoint_every > 0 && state.step % cfg.checkpoint_every == 0;
+        if due && state.step < total {
             save_checkpoint(out_dir, &policy, &optim, &state)?;
             saved_step = Some(state.step);
         }

@@ -131,6 +131,12 @@ fn resume_reaches_the_same_weights_as_an_uninterrupted_run() {
     assert!(max_abs_diff(&la, &base) > 1e-3, "training changed the model");
     let d = max_abs_diff(&la, &lb);
     assert!(d < 1e-5, "resumed run differs from the straight run by {d}");
+
+    // Resuming with another config is refused with a clear message.
+    let other = TrainConfig { lr: 2e-2, ..cfg.clone() };
+    let opts = RunOptions { resume: true, ..Default::default() };
+    let err = train(tiny_model(7, &device), examples.clone(), &other, split.path(), &device, opts, |_| {}).unwrap_err();
+    assert!(err.to_string().contains("different training config"), "{err}");
 }
 
 /// The gradient of a step does not depend on how it is split into micro-batches.
