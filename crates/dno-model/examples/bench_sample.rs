@@ -21,6 +21,22 @@ fn peak_rss_mb() -> f64 {
         .unwrap_or(f64::NAN)
 }
 
+/// User + system CPU seconds of this process (/proc/self/stat, 100 ticks per second).
+fn cpu_seconds() -> f64 {
+    std::fs::read_to_string("/proc/self/stat")
+        .ok()
+        .and_then(|s| {
+            let rest = s.rsplit(')').next()?.to_string();
+            let f: Vec<&str> = rest.split_whitespace().collect();
+            Some((f.get(11)?.parse::<f64>().ok()? + f.get(12)?.parse::<f64>().ok()?) / 100.0)
+        })
+        .unwrap_or(f64::NAN)
+}
+
+fn load_average() -> String {
+    std::fs::read_to_string("/proc/loadavg").map(|s| s.split_whitespace().take(3).collect::<Vec<_>>().join(" ")).unwrap_or_default()
+}
+
 const TOPICS: [&str; 16] = [
     "the water cycle", "how vaccines work", "the history of the printing press", "photosynthesis",
     "why the sky is blue", "how a bicycle stays upright", "the rules of chess", "compound interest",
@@ -72,20 +88,24 @@ fn main() -> Result<()> {
     let mean_len = reqs.iter().map(|r| r.prompt.len()).sum::<usize>() as f64 / reqs.len() as f64;
     println!("{n_prompts} prompts (mean {mean_len:.0} tokens) x K={k}, {new_tokens} new tokens, T=0.7, EOS ignored");
 
-    println!("| max_batch | samples | generated tokens | seconds | tok/s | peak RSS MB |");
-    println!("|---|---|---|---|---|---|");
+    println!("| max_batch | samples | generated tokens | wall s | tok/s (wall) | CPU s | tok per CPU-s | peak RSS MB | load avg before |");
+    println!("|---|---|---|---|---|---|---|---|---|");
     for &b in &batches {
         let params = SamplingParams { temperature: 0.7, max_new_tokens: new_tokens, max_batch: b, ..Default::default() };
         let mut lm_no_eos = lm_clone_no_eos(&lm)?;
         lm_no_eos.tokenizer.eos_ids.clear();
+        let load = load_average();
+        let cpu0 = cpu_seconds();
         let t = Instant::now();
         let out = generate(&lm_no_eos, &reqs, &params, |_| {})?;
         let secs = t.elapsed().as_secs_f64();
+        let cpu = cpu_seconds() - cpu0;
         let toks: usize = out.iter().flatten().map(|g| g.tokens.len()).sum();
         println!(
-            "| {b} | {} | {toks} | {secs:.1} | {:.1} | {:.0} |",
+            "| {b} | {} | {toks} | {secs:.1} | {:.1} | {cpu:.1} | {:.1} | {:.0} | {load} |",
             n_prompts * k,
             toks as f64 / secs,
+            toks as f64 / cpu,
             peak_rss_mb()
         );
         if b == batches[0] {

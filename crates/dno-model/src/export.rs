@@ -84,6 +84,13 @@ pub fn save_hf(lm: &LoadedModel, dir: &Path) -> Result<()> {
     let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
     safetensors::serialize_to_file(views, Some(meta), &st_path)
         .map_err(|e| anyhow::anyhow!("writing {}: {e}", st_path.display()))?;
+    // safetensors writes through a private temp file (mode 0600); make it readable like the rest.
+    #[cfg(unix)]
+    {
+        use std::os::unix::fs::PermissionsExt;
+        std::fs::set_permissions(&st_path, std::fs::Permissions::from_mode(0o644))
+            .with_context(|| format!("setting permissions of {}", st_path.display()))?;
+    }
 
     let tok = &lm.tokenizer;
     let mut cfg = lm.config.clone();
