@@ -9,7 +9,9 @@
 #   PORT        port on 127.0.0.1 (default 8089)
 #   VENV        venv with llama-cpp-python[server] (default /work/venv-ref)
 #   GGUF        model path (default: output of scripts/fetch_smollm2.sh)
-#   THREADS     inference threads (default 2)
+#   THREADS     inference threads (default 1: on the busy 2-core dev machine one thread answered a
+#               judge prompt in 0.3-0.7 s, two threads in 3-5 s, because OpenMP threads spin at
+#               barriers while other processes hold the cores)
 #   N_CTX       context length (default 4096)
 #   WAIT_S      seconds to wait for readiness (default 120)
 #   PIDFILE     default ${TMPDIR:-/tmp}/dno-judge-$PORT.pid
@@ -19,7 +21,7 @@ HERE="$(cd "$(dirname "${BASH_SOURCE[0]}")" && pwd)"
 PORT="${PORT:-8089}"
 VENV="${VENV:-/work/venv-ref}"
 GGUF="${GGUF:-$("$HERE/fetch_smollm2.sh")}"
-THREADS="${THREADS:-2}"
+THREADS="${THREADS:-1}"
 N_CTX="${N_CTX:-4096}"
 WAIT_S="${WAIT_S:-120}"
 PIDFILE="${PIDFILE:-${TMPDIR:-/tmp}/dno-judge-$PORT.pid}"
