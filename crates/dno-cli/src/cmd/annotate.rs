@@ -375,7 +375,7 @@ pub fn run(a: Args) -> Result<()> {
     }
     let opts = a.oracle.run_options(pairs, a.seed);
     let cache_path = a.cache.clone().unwrap_or_else(|| default_cache_path(&a.out));
-    let cache = open_cache(&cache_path, a.dry_run)?;
+    let cache = if matches!(oracle, Oracle::Verifier(_)) { None } else { open_cache(&cache_path, a.dry_run)? };
 
     if a.dry_run {
         let e = dno_oracle::estimate(&oracle, &items, cache.as_ref(), &opts);
@@ -393,19 +393,16 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
 
-    let mut prov = Provenance::new("annotate", &a)?;
-    prov.add_inputs(reader.files())?;
-    let mut w = DatasetWriter::<PreferenceRow>::create(&a.out, &prov, a.force)?;
     let n_items = items.len();
     let mut failures: Vec<Failure> = Vec::new();
     let mut first = FirstPosition::default();
-    let mut judgments = 0usize;
+    // Rows are kept until the run succeeds: a killed or failed run leaves only the cache behind.
+    let mut rows: Vec<PreferenceRow> = Vec::new();
     let result = drive("annotate", &oracle, items, cache.as_ref(), &opts, |r| {
         failures.extend(r.failures);
         for j in r.judgments {
             first.add(j.p_first);
-            judgments += 1;
-            w.write(PreferenceRow {
+            rows.push(PreferenceRow {
                 prompt_id: j.prompt_id,
                 sample_a: j.sample_a,
                 sample_b: j.sample_b,
@@ -416,7 +413,7 @@ pub fn run(a: Args) -> Result<()> {
                 score_a: j.score_a,
                 score_b: j.score_b,
                 raw: j.raw,
-            })?;
+            });
         }
         Ok(())
     });
@@ -430,17 +427,20 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let mut report = RunAccounting::new(&oracle, n_items, &acc);
-    report.judgments = judgments;
+    report.judgments = rows.len();
     report.failed_judgments = failures.len();
     report.first_position_win_rate = first.rate();
     report.print("annotate");
     if !failures.is_empty() {
         if !a.allow_failures {
-            drop(w);
-            return Err(failures_error(&failures, judgments + failures.len(), &cache_path));
+            return Err(failures_error(&failures, rows.len() + failures.len(), &cache_path));
         }
         log::warn!("{} judgments failed and are left out (--allow-failures); first: {}", failures.len(), failures[0].error);
     }
+    let mut prov = Provenance::new("annotate", &a)?;
+    prov.add_inputs(reader.files())?;
+    let mut w = DatasetWriter::<PreferenceRow>::create(&a.out, &prov, a.force)?;
+    w.write_all(rows)?;
     w.set_metadata("dno.accounting", serde_json::to_string(&report)?);
     let n = w.finish().with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("preferences: {n} written to {}", a.out.display());

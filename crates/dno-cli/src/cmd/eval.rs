@@ -270,7 +270,7 @@ pub fn run(a: Args) -> Result<()> {
         .collect();
     let run_opts = a.oracle.run_options(PairSpec::All, a.seed);
     let cache_path = a.cache.clone().unwrap_or_else(|| default_cache_path(&a.out));
-    let cache = open_cache(&cache_path, a.dry_run)?;
+    let cache = if matches!(oracle, Oracle::Verifier(_)) { None } else { open_cache(&cache_path, a.dry_run)? };
     if a.dry_run {
         let e = dno_oracle::estimate(&oracle, &items, cache.as_ref(), &run_opts);
         println!(

@@ -1,0 +1,415 @@
+//! `dno annotate` end to end, through the built binary: verifier, command oracle, LLM judge
+//! against dno-oracle's fake server (with faults), kill-and-rerun, failures, bad input.
+
+use dno_data::{read_metadata, read_validated, DatasetWriter, PreferenceRow, Provenance, SampleRow};
+use dno_oracle::fake_server::{Fault, FakeConfig, FakeServer, Reply};
+use std::collections::HashMap;
+use std::path::{Path, PathBuf};
+use std::process::{Command, Output, Stdio};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+
+fn dno() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dno"))
+}
+
+fn run_ok(args: &[&str]) -> Output {
+    let out = dno().args(args).output().expect("run dno");
+    assert!(out.status.success(), "dno {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+fn sample(pid: &str, idx: i32, response: &str, answer: Option<&str>, reference: bool) -> SampleRow {
+    SampleRow {
+        prompt_id: pid.into(),
+        sample_id: if reference { format!("{pid}-ref") } else { format!("{pid}-s{idx}") },
+        prompt: format!("question {pid}"),
+        system: None,
+        answer: answer.map(String::from),
+        response: response.into(),
+        source: if reference { "reference" } else { "policy" }.into(),
+        policy: "test".into(),
+        sample_index: if reference { -1 } else { idx },
+        seed: 0,
+        response_tokens: 0,
+        finish_reason: "stop".into(),
+        logprob: None,
+        repetitive: false,
+    }
+}
+
+fn write_samples(path: &Path, rows: Vec<SampleRow>) {
+    let prov = Provenance::new("test", &serde_json::json!({})).unwrap();
+    let mut w = DatasetWriter::<SampleRow>::create(path, &prov, false).unwrap();
+    w.write_all(rows).unwrap();
+    w.finish().unwrap();
+}
+
+fn prefs(path: &Path) -> Vec<PreferenceRow> {
+    read_validated::<PreferenceRow>(&[path.to_path_buf()]).unwrap().1
+}
+
+fn accounting(path: &Path) -> serde_json::Value {
+    let md = read_metadata(path).unwrap();
+    serde_json::from_str(md.get("dno.accounting").expect("dno.accounting metadata")).unwrap()
+}
+
+fn by_pair(rows: &[PreferenceRow]) -> HashMap<(String, String), &PreferenceRow> {
+    let mut m = HashMap::new();
+    for r in rows {
+        assert!(m.insert((r.sample_a.clone(), r.sample_b.clone()), r).is_none(), "pair {} vs {} twice", r.sample_a, r.sample_b);
+    }
+    m
+}
+
+/// `n` prompts with `k` policy samples carrying fake-server quality markers `<<q=j>>`.
+fn quality_samples(n: usize, k: usize) -> Vec<SampleRow> {
+    let mut rows = Vec::new();
+    for p in 0..n {
+        for j in 0..k {
+            rows.push(sample(&format!("p{p}"), j as i32, &format!("answer {j} to prompt {p} <<q={}>>", j), None, false));
+        }
+    }
+    rows
+}
+
+fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+#[test]
+fn verifier_end_to_end() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    write_samples(
+        &samples,
+        vec![
+            sample("a", 0, "I think it is 42.", Some("42"), false),
+            sample("a", 1, "It is 41.", Some("42"), false),
+            sample("a", 2, "Surely 42", Some("42"), false),
+            sample("a", 0, "#### 42", Some("42"), true),
+            sample("b", 0, "7 apples", Some("#### 7"), false),
+            sample("b", 1, "8 apples", Some("#### 7"), false),
+        ],
+    );
+    let out = dir.path().join("prefs.parquet");
+    run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "verifier", "--verify", "last-number"]);
+    let rows = prefs(&out);
+    // a: 4 candidates -> 6 pairs; b: 2 -> 1.
+    assert_eq!(rows.len(), 7);
+    let m = by_pair(&rows);
+    let p = |a: &str, b: &str| m[&(a.to_string(), b.to_string())].p_a;
+    assert_eq!(p("a-s0", "a-s1"), 1.0);
+    assert_eq!(p("a-s0", "a-s2"), 0.5);
+    assert_eq!(p("a-s1", "a-s2"), 0.0);
+    assert_eq!(p("a-s1", "a-ref"), 0.0);
+    assert_eq!(p("b-s0", "b-s1"), 1.0);
+    let r = m[&("a-s1".to_string(), "a-ref".to_string())];
+    assert_eq!((r.score_a, r.score_b), (Some(0.0), Some(1.0)));
+    assert_eq!(r.judge, "verifier:last-number");
+    // Provenance and accounting.
+    let prov = dno_data::read_provenance(&out).unwrap().unwrap();
+    assert_eq!(prov.stage, "annotate");
+    assert_eq!(prov.config["oracle"]["verify"], "last-number");
+    assert_eq!(prov.inputs.len(), 1);
+    let acc = accounting(&out);
+    assert_eq!(acc["judgments"], 7);
+    assert_eq!(acc["failed_judgments"], 0);
+
+    // An existing output is not replaced without --force.
+    let again = dno().args(["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "verifier"]).output().unwrap();
+    assert!(!again.status.success());
+    assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
+
+    // --pairs vs-reference: every policy sample against the reference only (prompt b has none).
+    let out2 = dir.path().join("prefs_ref.parquet");
+    run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out2), "--oracle", "verifier", "--pairs", "vs-reference"]);
+    let rows = prefs(&out2);
+    assert_eq!(rows.len(), 3);
+    assert!(rows.iter().all(|r| r.sample_b == "a-ref"));
+
+    // A verifier run on a prompt without an answer is refused up front.
+    let noans = dir.path().join("noans.parquet");
+    write_samples(&noans, vec![sample("x", 0, "1", None, false), sample("x", 1, "2", None, false)]);
+    let o = dno().args(["annotate", "--samples", s(&noans), "--out", s(&dir.path().join("x.parquet")), "--oracle", "verifier"]).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("'x'") && err.contains("answer"), "{err}");
+}
+
+#[test]
+fn command_oracle_per_batch_and_persistent() {
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    let mut rows = Vec::new();
+    for p in 0..5 {
+        for j in 0..3 {
+            rows.push(sample(&format!("p{p}"), j, &"x".repeat(1 + j as usize * (p % 3)), None, false));
+        }
+    }
+    write_samples(&samples, rows.clone());
+    let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/prefer_shorter.py");
+    let cmd = format!("python3 {}", script.display());
+    let out = dir.path().join("prefs.parquet");
+    run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "command", "--command", &cmd, "--batch-size", "4"]);
+    let len: HashMap<String, usize> = rows.iter().map(|r| (r.sample_id.clone(), r.response.len())).collect();
+    let check = |path: &Path| {
+        let got = prefs(path);
+        assert_eq!(got.len(), 15);
+        by_pair(&got);
+        for r in &got {
+            let (a, b) = (len[&r.sample_a], len[&r.sample_b]);
+            let want = if a < b { 1.0 } else if a > b { 0.0 } else { 0.5 };
+            assert_eq!(r.p_a, want, "{} vs {}", r.sample_a, r.sample_b);
+            assert_eq!(r.judge, "command");
+        }
+    };
+    check(&out);
+    assert_eq!(accounting(&out)["calls"], 15);
+    assert!(dir.path().join("prefs.parquet.cache.jsonl").exists(), "default cache beside the output");
+
+    // Persistent process, separate cache: the same answers.
+    let out2 = dir.path().join("prefs2.parquet");
+    run_ok(&[
+        "annotate", "--samples", s(&samples), "--out", s(&out2), "--oracle", "command", "--command", &cmd, "--persistent", "--batch-size", "2",
+    ]);
+    check(&out2);
+
+    // Rerun with --force: everything comes from the cache.
+    run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "command", "--command", &cmd, "--force"]);
+    check(&out);
+    let acc = accounting(&out);
+    assert_eq!(acc["calls"], 0);
+    assert_eq!(acc["cache_hits"], 15);
+
+    // A misbehaving program: failures, no output, non-zero exit, one line.
+    let bad = dir.path().join("bad.parquet");
+    let o = dno()
+        .args(["annotate", "--samples", s(&samples), "--out", s(&bad), "--oracle", "command", "--command", "echo '{\"p_a\": 3}'"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.lines().last().unwrap();
+    assert!(last.starts_with("error:") && last.contains("Rerun"), "{err}");
+    assert!(!bad.exists());
+}
+
+fn runtime() -> tokio::runtime::Runtime {
+    tokio::runtime::Builder::new_multi_thread().worker_threads(2).enable_all().build().unwrap()
+}
+
+#[test]
+fn judge_against_fake_server_with_faults() {
+    let rt = runtime();
+    let server = rt
+        .block_on(FakeServer::start(FakeConfig {
+            fault_rate: 0.3,
+            faults: vec![
+                Fault::RateLimited { retry_after_secs: 0.01 },
+                Fault::ServerError,
+                Fault::TruncatedJson,
+                Fault::Garbage,
+                Fault::Disconnect,
+                Fault::WrongFormat,
+                Fault::Status(503),
+            ],
+            seed: 7,
+            ..FakeConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    write_samples(&samples, quality_samples(6, 3));
+    let out = dir.path().join("prefs.parquet");
+    let secret = "sk-test-SECRET-0123456789";
+    let args = [
+        "annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "judge", "--base-url", &server.base_url, "--api-model",
+        "fake-judge", "--api-key-env", "DNO_TEST_JUDGE_KEY", "--retry-backoff", "0.01", "--concurrency", "4", "--max-retries", "8",
+    ];
+
+    // Dry run: calls and tokens, nothing written, nothing sent.
+    let dry = dno().args(args).arg("--dry-run").env("DNO_TEST_JUDGE_KEY", secret).output().unwrap();
+    assert!(dry.status.success(), "{}", String::from_utf8_lossy(&dry.stderr));
+    let text = String::from_utf8_lossy(&dry.stdout);
+    assert!(text.contains("18 pairs -> 36 calls"), "{text}");
+    assert!(!out.exists() && !dir.path().join("prefs.parquet.cache.jsonl").exists());
+    assert_eq!(server.requests(), 0);
+
+    let o = dno().args(args).env("DNO_TEST_JUDGE_KEY", secret).output().unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr).to_string();
+    assert!(o.status.success(), "{stderr}");
+    assert!(server.stats.faults.load(std::sync::atomic::Ordering::Relaxed) > 0, "faults were injected");
+    let rows = prefs(&out);
+    assert_eq!(rows.len(), 18, "every judgment exactly once");
+    by_pair(&rows);
+    for r in &rows {
+        // Candidate j has quality j: the higher index wins, in both orders.
+        assert_eq!(r.p_a, 0.0, "{} vs {}", r.sample_a, r.sample_b);
+        assert_eq!((r.p_ab, r.p_ba), (Some(0.0), Some(0.0)));
+        assert_eq!(r.judge, "judge:fake-judge:pairwise");
+        assert!(r.raw.as_deref().unwrap().contains("[[B]]"));
+    }
+    let acc = accounting(&out);
+    assert_eq!(acc["calls"], 36);
+    assert!(acc["retries"].as_u64().unwrap() + acc["parse_retries"].as_u64().unwrap() > 0);
+    assert_eq!(acc["first_position_win_rate"], 0.5);
+    assert!(stderr.contains("annotate accounting"));
+
+    // The key went to the server and nowhere else.
+    assert_eq!(server.stats.last_authorization.lock().unwrap().as_deref(), Some(format!("Bearer {secret}").as_str()));
+    let mut everything = stderr.into_bytes();
+    everything.extend(o.stdout);
+    everything.extend(std::fs::read(&out).unwrap());
+    everything.extend(std::fs::read(dir.path().join("prefs.parquet.cache.jsonl")).unwrap());
+    assert!(!String::from_utf8_lossy(&everything).contains("SECRET"));
+
+    // Score mode (the paper's batched 6-point annotation): one call per prompt.
+    let out2 = dir.path().join("scores.parquet");
+    let before = server.requests();
+    let mut a2: Vec<&str> = args.to_vec();
+    a2[4] = s(&out2);
+    a2.extend(["--mode", "score"]);
+    run_ok(&a2);
+    let rows = prefs(&out2);
+    assert_eq!(rows.len(), 18);
+    for r in &rows {
+        let q = |id: &str| id.rsplit("-s").next().unwrap().parse::<f64>().unwrap();
+        assert_eq!((r.score_a, r.score_b), (Some(q(&r.sample_a)), Some(q(&r.sample_b))));
+        assert_eq!(r.p_a, 0.0);
+    }
+    assert!(server.requests() - before >= 6);
+    assert_eq!(accounting(&out2)["calls"], 6);
+}
+
+fn cache_lines(p: &Path) -> usize {
+    std::fs::read_to_string(p).map(|t| t.lines().filter(|l| !l.trim().is_empty()).count()).unwrap_or(0)
+}
+
+#[test]
+fn kill_and_rerun_pays_only_for_what_is_missing() {
+    let rt = runtime();
+    let server = rt.block_on(FakeServer::start(FakeConfig { latency_ms: 40, ..FakeConfig::default() })).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    write_samples(&samples, quality_samples(8, 4)); // 8 x 6 pairs x 2 orders = 96 calls
+    let out = dir.path().join("prefs.parquet");
+    let cache = dir.path().join("prefs.parquet.cache.jsonl");
+    let args = [
+        "annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "judge", "--base-url", &server.base_url, "--concurrency", "2",
+    ];
+    let mut child = dno().args(args).stdout(Stdio::null()).stderr(Stdio::null()).spawn().unwrap();
+    let t0 = Instant::now();
+    while cache_lines(&cache) < 20 {
+        assert!(t0.elapsed() < Duration::from_secs(60), "no progress");
+        assert!(child.try_wait().unwrap().is_none(), "finished before it could be killed");
+        std::thread::sleep(Duration::from_millis(10));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    assert!(!out.exists(), "no output from a killed run");
+    let leftovers: Vec<PathBuf> =
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_str().unwrap().ends_with(".tmp")).collect();
+    assert!(leftovers.is_empty(), "a killed run leaves only the cache: {leftovers:?}");
+    let cached = cache_lines(&cache);
+    assert!(cached < 96);
+
+    let before = server.requests();
+    run_ok(&args);
+    let rerun_requests = server.requests() - before;
+    let rows = prefs(&out);
+    assert_eq!(rows.len(), 48, "each judgment exactly once");
+    by_pair(&rows);
+    assert!(rows.iter().all(|r| r.p_a == 0.0));
+    let acc = accounting(&out);
+    assert_eq!(acc["calls"].as_u64().unwrap(), rerun_requests);
+    assert!(rerun_requests < 96, "the rerun made fewer calls ({rerun_requests})");
+    assert!(acc["cache_hits"].as_u64().unwrap() >= cached as u64);
+    assert_eq!(acc["calls"].as_u64().unwrap() + acc["cache_hits"].as_u64().unwrap(), 96);
+}
+
+#[test]
+fn failed_judgments_block_output_and_rerun_retries_only_them() {
+    let rt = runtime();
+    // Every request about prompt p1 gets an answer without a verdict.
+    let bad = FakeServer::start(FakeConfig {
+        override_fn: Some(Arc::new(|req: &serde_json::Value| {
+            req.to_string().contains("question p1").then(|| Reply::Fault(Fault::WrongFormat))
+        })),
+        ..FakeConfig::default()
+    });
+    let server = rt.block_on(bad).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    write_samples(&samples, quality_samples(3, 3)); // 9 pairs, 18 calls; p1: 3 pairs, 6 calls
+    let out = dir.path().join("prefs.parquet");
+    let args = ["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "judge", "--base-url", &server.base_url];
+    let o = dno().args(args).output().unwrap();
+    assert!(!o.status.success());
+    let err = String::from_utf8_lossy(&o.stderr);
+    let last = err.lines().last().unwrap();
+    assert!(last.contains("3 of 9 judgments failed") && last.contains("p1") && last.contains("Rerun"), "{err}");
+    assert!(!out.exists());
+
+    // --allow-failures keeps the 6 good judgments.
+    let partial = dir.path().join("partial.parquet");
+    let mut a2 = args.to_vec();
+    a2[4] = s(&partial);
+    a2.extend(["--allow-failures", "--cache", s(&dir.path().join("prefs.parquet.cache.jsonl"))]);
+    run_ok(&a2);
+    let rows = prefs(&partial);
+    assert_eq!(rows.len(), 6);
+    assert!(rows.iter().all(|r| r.prompt_id != "p1"));
+    assert_eq!(accounting(&partial)["failed_judgments"], 3);
+
+    // A healthy server: the rerun asks only p1's 6 orders.
+    let good = rt.block_on(FakeServer::start(FakeConfig::default())).unwrap();
+    let mut a3 = args.to_vec();
+    a3[8] = &good.base_url;
+    run_ok(&a3);
+    assert_eq!(good.requests(), 6);
+    assert_eq!(prefs(&out).len(), 9);
+}
+
+#[test]
+fn bad_input_is_one_line_and_writes_nothing() {
+    use arrow_array::{Int32Array, RecordBatch, StringArray};
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    // A samples file without the `response` column.
+    let schema = Arc::new(arrow_schema::Schema::new(vec![
+        arrow_schema::Field::new("prompt_id", arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new("sample_id", arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new("prompt", arrow_schema::DataType::Utf8, false),
+        arrow_schema::Field::new("sample_index", arrow_schema::DataType::Int32, false),
+    ]));
+    let batch = RecordBatch::try_new(
+        schema.clone(),
+        vec![
+            Arc::new(StringArray::from(vec!["p0", "p0"])),
+            Arc::new(StringArray::from(vec!["s0", "s1"])),
+            Arc::new(StringArray::from(vec!["q", "q"])),
+            Arc::new(Int32Array::from(vec![0, 1])),
+        ],
+    )
+    .unwrap();
+    let mut w = parquet::arrow::ArrowWriter::try_new(std::fs::File::create(&samples).unwrap(), schema, None).unwrap();
+    w.write(&batch).unwrap();
+    w.close().unwrap();
+    let out = dir.path().join("prefs.parquet");
+    let o = dno().args(["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "verifier"]).output().unwrap();
+    assert_eq!(o.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert_eq!(err.trim().lines().count(), 1, "{err}");
+    assert!(err.contains("samples.parquet") && err.contains("'response'"), "{err}");
+    let files: Vec<_> = std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().file_name()).collect();
+    assert_eq!(files.len(), 1, "nothing but the input: {files:?}");
+
+    // A bad flag value: one line too.
+    let o = dno()
+        .args(["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "verifier", "--pairs", "random:0"])
+        .output()
+        .unwrap();
+    assert!(!o.status.success());
+    assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
+}
