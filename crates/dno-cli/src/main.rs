@@ -10,7 +10,7 @@ use clap::{Parser, Subcommand};
 #[derive(Parser)]
 #[command(name = "dno", version, about = "Direct Nash Optimization for LLMs: sample -> annotate -> pair -> train -> eval", long_about = None)]
 struct Cli {
-    /// TOML file whose keys mirror the flags (top-level keys, or a table per subcommand).
+    /// TOML file whose keys mirror the flags, one table per subcommand ([sample], [pair], [prompts.import]).
     #[arg(long, global = true, value_name = "FILE")]
     config: Option<std::path::PathBuf>,
     /// More logging (-v info, -vv debug, -vvv trace).
@@ -42,8 +42,13 @@ enum Command {
     Prompts(cmd::prompts::Command),
     /// Print a Parquet file's schema, provenance, row count and first rows.
     Inspect(cmd::inspect::Args),
+    /// Validate dataset files (schema, nulls, ranges, duplicate keys) without running a stage.
+    Validate(cmd::validate::Args),
     /// Print a dataset schema (prompts, samples, preferences, pairs, eval, metrics).
     Schema(cmd::schema::Args),
+    /// The built-in quickstart task (a tiny policy and an arithmetic task with verifiable answers).
+    #[command(subcommand)]
+    Demo(cmd::demo::Command),
     /// Export a model (GGUF or HF directory) as an HF directory.
     Export(cmd::export::Args),
 }
@@ -73,7 +78,9 @@ fn main() {
         Command::Prompts(c) => cmd::prompts::run(c),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Schema(a) => cmd::schema::run(a),
+        Command::Validate(a) => cmd::validate::run(a),
         Command::Export(a) => cmd::export::run(a),
+        Command::Demo(c) => cmd::demo::run(c),
     };
     if let Err(e) = result {
         // One line: the chain of contexts joined by ": ".

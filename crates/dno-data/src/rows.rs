@@ -126,12 +126,16 @@ impl Row for EvalRow {
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct MetricRow {
     pub step: i64,
-    pub epoch: i64,
+    pub epoch: f64,
     pub loss: f64,
-    pub reward_accuracy: f64,
-    pub margin_mean: f64,
-    pub chosen_logratio: f64,
-    pub rejected_logratio: f64,
+    #[serde(default)]
+    pub reward_accuracy: Option<f64>,
+    #[serde(default)]
+    pub margin_mean: Option<f64>,
+    #[serde(default)]
+    pub chosen_logratio: Option<f64>,
+    #[serde(default)]
+    pub rejected_logratio: Option<f64>,
     pub grad_norm: f64,
     pub lr: f64,
     pub tokens: i64,

@@ -1,6 +1,7 @@
 //! One module per subcommand. Each stage reads and writes Parquet through `dno-data`.
 
 pub mod annotate;
+pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod inspect;
@@ -10,6 +11,7 @@ pub mod report;
 pub mod sample;
 pub mod schema;
 pub mod train;
+pub mod validate;
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

@@ -55,6 +55,9 @@ pub struct Args {
     /// Keep at most this many pairs per prompt (largest margins first).
     #[arg(long)]
     pub max_pairs_per_prompt: Option<usize>,
+    /// Keep at most N new pairs in total (a seeded, uniform choice), e.g. to match another run's data budget.
+    #[arg(long)]
+    pub limit: Option<usize>,
     /// Mix in pairs of an earlier iteration: PATH:FRACTION (repeatable; first = t-1, then t-2, ...).
     #[arg(long, value_name = "PATH:FRACTION")]
     pub replay: Vec<String>,
@@ -183,6 +186,11 @@ pub fn run(a: Args) -> Result<()> {
                 iteration: iteration.clone(),
             });
         }
+    }
+    if let Some(limit) = a.limit.filter(|&l| l < current.len()) {
+        let mut rng = dno_math::SplitMix64::new(a.seed ^ 0x11_1717);
+        let keep = rng.choose_indices(current.len(), limit);
+        current = keep.into_iter().map(|i| current[i].clone()).collect();
     }
     let n_current = current.len();
     let fractions: Vec<f64> = replays.iter().map(|r| r.1).collect();

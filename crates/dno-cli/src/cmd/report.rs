@@ -28,6 +28,7 @@ fn find_eval_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
             let mut files: Vec<PathBuf> = std::fs::read_dir(&p)?
                 .filter_map(|e| e.ok().map(|e| e.path()))
                 .filter(|f| f.file_name().and_then(|n| n.to_str()).is_some_and(|n| n.starts_with("eval") && n.ends_with(".parquet")))
+                .filter(|f| dno_data::read_metadata(f).is_ok_and(|m| m.get(dno_data::META_SCHEMA).is_some_and(|s| s == "eval")))
                 .collect();
             files.sort();
             for f in files {
@@ -54,9 +55,13 @@ pub fn load_summary(file: &Path) -> Result<dno_eval::EvalSummary> {
 
 pub fn run(a: Args) -> Result<()> {
     let mut files = Vec::new();
+    let several = a.inputs.len() > 1;
     for input in &a.inputs {
         if input.is_dir() {
-            files.extend(find_eval_files(input)?);
+            let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("run").to_string();
+            for (label, f) in find_eval_files(input)? {
+                files.push((if several { format!("{name}/{label}") } else { label }, f));
+            }
         } else {
             let label = input.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("eval").to_string();
             files.push((label, input.clone()));

@@ -1,11 +1,266 @@
-use anyhow::{bail, Result};
+//! `dno train` (stage 4): contrastive training against the previous iterate. The reference is
+//! the input model M = pi_t (Alg. 1 / Alg. 2); its log-probs are computed once and cached.
 
-#[derive(clap::Args)]
+use anyhow::{anyhow, bail, Context, Result};
+use dno_data::{read_validated, DatasetWriter, MetricRow, PairRow, PromptRow, Provenance};
+use dno_model::LoadedModel;
+use dno_train::{LoraConfig, RunOptions, TrainConfig, TrainExample};
+use serde::Serialize;
+use std::path::{Path, PathBuf};
+use std::sync::atomic::{AtomicBool, Ordering};
+use std::sync::Arc;
+
+#[derive(clap::Args, Serialize)]
 pub struct Args {
-    #[arg(trailing_var_arg = true, allow_hyphen_values = true, hide = true)]
-    pub rest: Vec<String>,
+    /// The policy to improve, pi_t (GGUF file or HF directory); also the reference.
+    #[arg(long)]
+    pub model: PathBuf,
+    /// Training pairs from `dno pair` (files or shard directories).
+    #[arg(long, num_args = 1.., required_unless_present = "prompts")]
+    pub pairs: Vec<PathBuf>,
+    /// With --loss sft: train on the prompts' `reference` answers instead of pairs.
+    #[arg(long, num_args = 1..)]
+    pub prompts: Vec<PathBuf>,
+    /// Output directory: model/ (HF format), metrics.parquet, checkpoint/, reference cache.
+    #[arg(long, short)]
+    pub out: PathBuf,
+    /// dno (Eq. 8, soft targets), dpo (= DNO-Prct, Eq. 13), ipo, sppo or sft.
+    #[arg(long, default_value = "dpo")]
+    pub loss: String,
+    /// eta: scales the log-ratios in h (beta of DPO).
+    #[arg(long, default_value_t = 0.1)]
+    pub eta: f64,
+    /// IPO's tau (target margin 1/(2 tau)).
+    #[arg(long, default_value_t = 0.1)]
+    pub ipo_tau: f64,
+    #[arg(long, default_value_t = 5e-7)]
+    pub lr: f64,
+    #[arg(long, default_value_t = 1)]
+    pub epochs: usize,
+    /// Pairs per forward/backward pass.
+    #[arg(long, default_value_t = 8)]
+    pub batch_size: usize,
+    /// Micro-batches per optimiser step.
+    #[arg(long, default_value_t = 1)]
+    pub grad_accum: usize,
+    #[arg(long, default_value_t = 0.0)]
+    pub weight_decay: f64,
+    #[arg(long, default_value_t = 0.1)]
+    pub warmup_ratio: f64,
+    /// Overrides --warmup-ratio when > 0.
+    #[arg(long, default_value_t = 0)]
+    pub warmup_steps: usize,
+    /// cosine, linear or constant.
+    #[arg(long, default_value = "cosine")]
+    pub schedule: String,
+    /// Clip the global gradient norm (0 = off).
+    #[arg(long, default_value_t = 1.0)]
+    pub max_grad_norm: f64,
+    #[arg(long, default_value_t = 42)]
+    pub seed: u64,
+    /// LoRA rank (0 = full fine-tune). Adapters are merged on save.
+    #[arg(long, default_value_t = 0)]
+    pub lora_rank: usize,
+    #[arg(long, default_value_t = 16.0)]
+    pub lora_alpha: f64,
+    /// Comma-separated projections to adapt.
+    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    pub lora_targets: String,
+    /// Checkpoint every N optimiser steps (0 = only on SIGINT and at the end).
+    #[arg(long, default_value_t = 0)]
+    pub checkpoint_every: usize,
+    /// Max prompt+response tokens per sequence.
+    #[arg(long, default_value_t = 1024)]
+    pub max_len: usize,
+    /// System message for the chat template (a row's own `system` wins).
+    #[arg(long)]
+    pub system: Option<String>,
+    /// cpu, cuda or cuda:N.
+    #[arg(long, default_value = "cpu")]
+    pub device: String,
+    /// Continue from OUT/checkpoint (same data order and optimiser state).
+    #[arg(long)]
+    pub resume: bool,
+    /// Overwrite an existing output directory.
+    #[arg(long)]
+    pub force: bool,
 }
 
-pub fn run(_a: Args) -> Result<()> {
-    bail!("dno train: not yet implemented in this build")
+static SIGINT: AtomicBool = AtomicBool::new(false);
+
+extern "C" fn on_sigint(_: libc::c_int) {
+    SIGINT.store(true, Ordering::SeqCst);
+}
+
+/// SIGINT sets the trainer's stop flag: it checkpoints after the current step and exits.
+fn stop_flag() -> Arc<AtomicBool> {
+    let flag = Arc::new(AtomicBool::new(false));
+    #[cfg(unix)]
+    unsafe {
+        libc::signal(libc::SIGINT, on_sigint as *const () as libc::sighandler_t);
+    }
+    let f = flag.clone();
+    std::thread::spawn(move || loop {
+        if SIGINT.load(Ordering::SeqCst) {
+            f.store(true, Ordering::SeqCst);
+            eprintln!("interrupt: checkpointing after this step (press Ctrl-C again to abort)");
+            #[cfg(unix)]
+            unsafe {
+                libc::signal(libc::SIGINT, libc::SIG_DFL);
+            }
+            return;
+        }
+        std::thread::sleep(std::time::Duration::from_millis(100));
+    });
+    flag
+}
+
+/// Tokenise prompt (through the chat template) and response (+ EOS, so the model learns to stop).
+fn encode(lm: &LoadedModel, system: Option<&str>, prompt: &str, response: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+    let text = lm.chat.render(system, prompt, true)?;
+    let p = lm.tokenizer.encode(&text, false)?;
+    let mut r = lm.tokenizer.encode(response, false)?;
+    if let Some(&eos) = lm.tokenizer.eos_ids.first() {
+        r.push(eos);
+    }
+    Ok((p, r))
+}
+
+pub fn run(a: Args) -> Result<()> {
+    let model_dir = a.out.join("model");
+    if model_dir.exists() && !a.force && !a.resume {
+        bail!("{}: a trained model already exists (pass --force to retrain, or --resume)", model_dir.display());
+    }
+    if a.force && !a.resume && a.out.exists() {
+        for sub in ["model", "checkpoint"] {
+            let p = a.out.join(sub);
+            if p.exists() {
+                std::fs::remove_dir_all(&p).with_context(|| format!("{}: cannot remove", p.display()))?;
+            }
+        }
+    }
+    let loss: dno_math::LossKind = a.loss.parse().map_err(|e| anyhow!("--loss: {e}"))?;
+    let cfg = TrainConfig {
+        loss,
+        eta: a.eta,
+        ipo_tau: a.ipo_tau,
+        lr: a.lr,
+        epochs: a.epochs,
+        batch_size: a.batch_size,
+        grad_accum: a.grad_accum,
+        weight_decay: a.weight_decay,
+        warmup_ratio: a.warmup_ratio,
+        warmup_steps: a.warmup_steps,
+        schedule: a.schedule.parse()?,
+        max_grad_norm: a.max_grad_norm,
+        seed: a.seed,
+        lora: (a.lora_rank > 0).then(|| LoraConfig {
+            rank: a.lora_rank,
+            alpha: a.lora_alpha,
+            targets: a.lora_targets.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+        }),
+        checkpoint_every: a.checkpoint_every,
+        max_len: a.max_len,
+    };
+    cfg.validate()?;
+
+    // Validate inputs before loading the model.
+    let (inputs, pairs, prompts): (Vec<PathBuf>, Vec<PairRow>, Vec<PromptRow>) = if !a.pairs.is_empty() {
+        let (r, rows) = read_validated::<PairRow>(&a.pairs)?;
+        (r.files().to_vec(), rows, vec![])
+    } else {
+        if loss != dno_math::LossKind::Sft {
+            bail!("--prompts is only for --loss sft; preference losses need --pairs");
+        }
+        let (r, rows) = read_validated::<PromptRow>(&a.prompts)?;
+        (r.files().to_vec(), vec![], rows)
+    };
+    let device = a.device.parse::<dno_model::DeviceSpec>()?.device()?;
+    let lm = dno_model::load_model(&a.model, &device).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut examples = Vec::new();
+    for (i, p) in pairs.iter().enumerate() {
+        let sys = p.system.as_deref().or(a.system.as_deref());
+        let (pt, ct) = encode(&lm, sys, &p.prompt, &p.chosen).with_context(|| format!("pairs row {i}"))?;
+        let rejected = if loss == dno_math::LossKind::Sft { None } else { Some(encode(&lm, sys, &p.prompt, &p.rejected)?.1) };
+        examples.push(TrainExample {
+            id: format!("{}|{}|{}", p.chosen_id, p.rejected_id, p.iteration),
+            prompt_tokens: pt,
+            chosen_tokens: ct,
+            rejected_tokens: rejected,
+            target: p.target,
+            weight: p.weight,
+            chosen_winrate: p.chosen_winrate,
+            rejected_winrate: p.rejected_winrate,
+        });
+    }
+    for (i, p) in prompts.iter().enumerate() {
+        let reference = p.reference.as_deref().ok_or_else(|| anyhow!("prompts row {i} ('{}'): no `reference` to train on", p.prompt_id))?;
+        let (pt, ct) = encode(&lm, p.system.as_deref().or(a.system.as_deref()), &p.prompt, reference)?;
+        examples.push(TrainExample {
+            id: p.prompt_id.clone(),
+            prompt_tokens: pt,
+            chosen_tokens: ct,
+            rejected_tokens: None,
+            target: 1.0,
+            weight: 1.0,
+            chosen_winrate: 1.0,
+            rejected_winrate: 0.0,
+        });
+    }
+    if examples.is_empty() {
+        bail!("{}: no training examples", inputs.first().map(|p| p.display().to_string()).unwrap_or_default());
+    }
+
+    let total = cfg.total_steps(examples.len()) as u64;
+    let pb = super::progress(total, "training");
+    let mut ticker = super::Ticker::new(30);
+    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: a.resume, stop: stop_flag() }, |m| {
+        pb.set_position(m.step as u64);
+        let acc = m.reward_accuracy.map(|x| format!(" acc {x:.2}")).unwrap_or_default();
+        pb.set_message(format!("loss {:.4}{acc} gnorm {:.2} lr {:.2e} {:.0} tok/s", m.loss, m.grad_norm, m.lr, m.tokens_per_s));
+        if ticker.due() {
+            log::warn!("step {}/{total}: loss {:.4}{acc} {:.0} tok/s", m.step, m.loss, m.tokens_per_s);
+        }
+    })?;
+    pb.finish_and_clear();
+
+    let mut prov = Provenance::new("train", &a)?;
+    prov.add_inputs(&inputs)?;
+    prov.add_inputs(std::slice::from_ref(&a.model))?;
+    write_metrics(&a.out.join("metrics.parquet"), &outcome.metrics, &prov)?;
+    if outcome.interrupted {
+        eprintln!("interrupted at step {}/{}; checkpoint saved, rerun with --resume to continue", outcome.steps_done, outcome.total_steps);
+        std::process::exit(130);
+    }
+    let last = outcome.metrics.last();
+    dno_data::write_atomic(&a.out.join("provenance.json"), serde_json::to_string_pretty(&prov)?.as_bytes())?;
+    eprintln!(
+        "trained {} steps ({}) -> {} | final loss {:.4} | reference log-probs {}",
+        outcome.steps_done,
+        a.loss,
+        outcome.model_dir.as_deref().unwrap_or(Path::new("?")).display(),
+        last.map(|m| m.loss).unwrap_or(f64::NAN),
+        if outcome.reference_cached { "from cache".to_string() } else { format!("computed in {:.1}s", outcome.reference_s) }
+    );
+    Ok(())
+}
+
+fn write_metrics(path: &Path, metrics: &[dno_train::StepMetrics], prov: &Provenance) -> Result<()> {
+    let mut w = DatasetWriter::<MetricRow>::create(path, prov, true)?;
+    w.write_all(metrics.iter().map(|m| MetricRow {
+        step: m.step as i64,
+        epoch: m.epoch,
+        loss: m.loss,
+        reward_accuracy: m.reward_accuracy,
+        margin_mean: m.margin_mean,
+        chosen_logratio: m.chosen_logratio,
+        rejected_logratio: m.rejected_logratio,
+        grad_norm: m.grad_norm,
+        lr: m.lr,
+        tokens: m.tokens as i64,
+        tokens_per_s: m.tokens_per_s,
+        elapsed_s: m.elapsed_s,
+    }))?;
+    w.finish()?;
+    Ok(())
 }
