@@ -188,9 +188,9 @@ fn command_oracle_per_batch_and_persistent() {
         .args(["annotate", "--samples", s(&samples), "--out", s(&bad), "--oracle", "command", "--command", "echo '{\"p_a\": 3}'"])
         .output()
         .unwrap();
-    assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
-    let last = err.lines().last().unwrap();
+    assert_eq!(o.status.code(), Some(1), "{err}");
+    let last = err.lines().last().unwrap_or("");
     assert!(last.starts_with("error:") && last.contains("Rerun"), "{err}");
     assert!(!bad.exists());
 }
@@ -251,7 +251,8 @@ fn judge_against_fake_server_with_faults() {
         assert!(r.raw.as_deref().unwrap().contains("[[B]]"));
     }
     let acc = accounting(&out);
-    assert_eq!(acc["calls"], 36);
+    // One call per order, plus the re-asks after unparsable (WrongFormat) answers.
+    assert_eq!(acc["calls"].as_u64().unwrap(), 36 + acc["parse_retries"].as_u64().unwrap());
     assert!(acc["retries"].as_u64().unwrap() + acc["parse_retries"].as_u64().unwrap() > 0);
     assert_eq!(acc["first_position_win_rate"], 0.5);
     assert!(stderr.contains("annotate accounting"));
@@ -279,7 +280,8 @@ fn judge_against_fake_server_with_faults() {
         assert_eq!(r.p_a, 0.0);
     }
     assert!(server.requests() - before >= 6);
-    assert_eq!(accounting(&out2)["calls"], 6);
+    let acc = accounting(&out2);
+    assert_eq!(acc["calls"].as_u64().unwrap(), 6 + acc["parse_retries"].as_u64().unwrap());
 }
 
 fn cache_lines(p: &Path) -> usize {
@@ -355,7 +357,8 @@ fn failed_judgments_block_output_and_rerun_retries_only_them() {
     let partial = dir.path().join("partial.parquet");
     let mut a2 = args.to_vec();
     a2[4] = s(&partial);
-    a2.extend(["--allow-failures", "--cache", s(&dir.path().join("prefs.parquet.cache.jsonl"))]);
+    let shared_cache = dir.path().join("prefs.parquet.cache.jsonl");
+    a2.extend(["--allow-failures", "--cache", s(&shared_cache)]);
     run_ok(&a2);
     let rows = prefs(&partial);
     assert_eq!(rows.len(), 6);
