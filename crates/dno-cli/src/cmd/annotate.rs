@@ -42,7 +42,8 @@ pub struct OracleArgs {
     #[arg(long, default_value_t = ClientConfig::default().api_key_env)]
     pub api_key_env: String,
     /// Judge: template file replacing the built-in one (placeholders: pairwise {prompt},
-    /// {response_a}, {response_b}, {answer}; score {prompt}, {responses}, {n}, {answer}).
+    /// {response_a}, {response_b}, {answer}; score {prompt}, {responses}, {answer} and the
+    /// response count as n in braces).
     #[arg(long, value_name = "FILE")]
     pub template: Option<PathBuf>,
     /// Judge: system message.
