@@ -193,6 +193,20 @@ fn command_oracle_per_batch_and_persistent() {
     let last = err.lines().last().unwrap_or("");
     assert!(last.starts_with("error:") && last.contains("Rerun"), "{err}");
     assert!(!bad.exists());
+
+    // A program that closes its input unread (a broken pipe for `dno`, forced by requests larger
+    // than the pipe buffer): an error, not a silent death by SIGPIPE.
+    let big = dir.path().join("big.parquet");
+    write_samples(&big, vec![sample("b", 0, &"y".repeat(200_000), None, false), sample("b", 1, "z", None, false)]);
+    for _ in 0..2 {
+        let o = dno()
+            .args(["annotate", "--samples", s(&big), "--out", s(&bad), "--oracle", "command", "--command", "exec 0<&-; sleep 0.2"])
+            .output()
+            .unwrap();
+        let err = String::from_utf8_lossy(&o.stderr);
+        assert_eq!(o.status.code(), Some(1), "{err}");
+        assert!(err.lines().last().unwrap_or("").contains("judgments failed"), "{err}");
+    }
 }
 
 fn runtime() -> tokio::runtime::Runtime {

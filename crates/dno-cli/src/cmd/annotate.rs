@@ -144,6 +144,12 @@ impl OracleArgs {
             "verifier" => Ok(Oracle::Verifier(Arc::new(Verifier::new(self.verify_mode()?)))),
             "command" => {
                 let cmd = self.command.clone().ok_or_else(|| anyhow!("--oracle command needs --command CMD"))?;
+                // `dno` restores the default SIGPIPE action (quiet exit when piped into `head`); a
+                // program that exits without reading its stdin must be an error, not our death.
+                #[cfg(unix)]
+                unsafe {
+                    libc::signal(libc::SIGPIPE, libc::SIG_IGN);
+                }
                 let mut cfg = CommandConfig::shell(cmd);
                 cfg.batch_size = self.batch_size;
                 cfg.persistent = self.persistent;
