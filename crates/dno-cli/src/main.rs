@@ -54,11 +54,6 @@ enum Command {
 }
 
 fn main() {
-    // Behave like other Unix tools when piped into `head`: exit quietly on a closed pipe.
-    #[cfg(unix)]
-    unsafe {
-        libc::signal(libc::SIGPIPE, libc::SIG_DFL);
-    }
     let argv = match config::expand_args(std::env::args_os().collect()) {
         Ok(a) => a,
         Err(e) => {
@@ -68,6 +63,15 @@ fn main() {
     };
     let cli = Cli::parse_from(argv);
     logging::init(cli.verbose, cli.quiet);
+    // Printing commands behave like other Unix tools when piped into `head`: exit quietly on a
+    // closed pipe. Stages keep SIGPIPE ignored, so a command oracle that closes its stdin is an
+    // error they report rather than a silent death.
+    #[cfg(unix)]
+    if matches!(cli.command, Command::Inspect(_) | Command::Schema(_) | Command::Report(_) | Command::Validate(_)) {
+        unsafe {
+            libc::signal(libc::SIGPIPE, libc::SIG_DFL);
+        }
+    }
     let result = match cli.command {
         Command::Sample(a) => cmd::sample::run(a),
         Command::Annotate(a) => cmd::annotate::run(a),

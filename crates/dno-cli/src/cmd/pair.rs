@@ -135,11 +135,15 @@ pub fn run(a: Args) -> Result<()> {
             }
         }
         judgments.entry(&p.prompt_id).or_default().push(Judgment { sample_a: p.sample_a.clone(), sample_b: p.sample_b.clone(), p_a: p.p_a });
-        if let Some(s) = p.score_a {
-            scores.insert(&p.sample_a, s);
-        }
-        if let Some(s) = p.score_b {
-            scores.insert(&p.sample_b, s);
+        // Rubric scores rank candidates (App. C); a verifier's 0/1 correctness is not a rubric
+        // score, and its preferences already carry the same information as win-rates.
+        if !p.judge.starts_with("verifier") {
+            if let Some(s) = p.score_a {
+                scores.insert(&p.sample_a, s);
+            }
+            if let Some(s) = p.score_b {
+                scores.insert(&p.sample_b, s);
+            }
         }
     }
 
