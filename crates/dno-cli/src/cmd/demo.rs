@@ -1,7 +1,9 @@
 //! `dno demo init`: the embedded quickstart task. It writes a tiny random Llama-architecture
 //! policy (HF format, a byte-level tokenizer, a one-line chat template) and a synthetic task with
-//! verifiable answers: two-number addition. No downloads. `pipelines/quickstart.sh` then runs
-//! SFT and T DNO iterations on it with the verifier oracle.
+//! verifiable answers: two-number addition. No downloads. The SFT demonstrations come from a
+//! careless teacher who forgets the carry in 60% of them, so the SFT policy is imperfect in a way
+//! the verifier's preferences can correct. `pipelines/quickstart.sh` then runs SFT and T DNO
+//! iterations on it with the verifier oracle.
 
 use anyhow::{bail, Context, Result};
 use dno_data::{DatasetWriter, PromptRow, Provenance};
@@ -23,18 +25,23 @@ pub struct InitArgs {
     #[arg(long, default_value_t = 3)]
     pub iterations: usize,
     /// Prompts per DNO iteration.
-    #[arg(long, default_value_t = 96)]
+    #[arg(long, default_value_t = 256)]
     pub prompts_per_iteration: usize,
     /// SFT prompts (with references).
-    #[arg(long, default_value_t = 256)]
+    #[arg(long, default_value_t = 1024)]
     pub sft_prompts: usize,
     /// Held-out eval prompts.
-    #[arg(long, default_value_t = 128)]
+    #[arg(long, default_value_t = 192)]
     pub eval_prompts: usize,
-    /// Largest operand.
-    #[arg(long, default_value_t = 99)]
+    /// Largest operand (63: 4096 problems, room for ~2000 distinct ones across the sets).
+    #[arg(long, default_value_t = 63)]
     pub max_operand: u64,
-    #[arg(long, default_value_t = 64)]
+    /// Fraction of SFT demonstrations written by a careless teacher who forgets the carry
+    /// (17+35 -> "42"). The SFT policy imitates this mixture; the verifier knows better, which is
+    /// the gap preference learning is meant to close. 0 = clean demonstrations.
+    #[arg(long, default_value_t = 0.6)]
+    pub sft_carry_noise: f64,
+    #[arg(long, default_value_t = 128)]
     pub hidden: usize,
     #[arg(long, default_value_t = 2)]
     pub layers: usize,
@@ -62,6 +69,10 @@ impl Rng {
     }
     fn below(&mut self, n: u64) -> u64 {
         self.next() % n
+    }
+    /// Uniform in [0, 1).
+    fn uniform(&mut self) -> f64 {
+        (self.next() >> 11) as f64 / (1u64 << 53) as f64
     }
     /// Approximately normal (sum of uniforms), scaled.
     fn normal(&mut self, std: f32) -> f32 {
@@ -153,6 +164,18 @@ fn write_model(dir: &Path, a: &InitArgs) -> Result<()> {
     Ok(())
 }
 
+/// Digit-wise addition that drops every carry (17+35 = 42): a plausible, systematic mistake.
+fn add_without_carry(mut x: u64, mut y: u64) -> u64 {
+    let (mut sum, mut place) = (0, 1);
+    while x > 0 || y > 0 {
+        sum += ((x % 10 + y % 10) % 10) * place;
+        x /= 10;
+        y /= 10;
+        place *= 10;
+    }
+    sum
+}
+
 fn write_prompts(path: &Path, rows: Vec<PromptRow>, prov: &Provenance, force: bool) -> Result<()> {
     let mut w = DatasetWriter::<PromptRow>::create(path, prov, force)?;
     w.write_all(rows)?;
@@ -163,6 +186,9 @@ fn write_prompts(path: &Path, rows: Vec<PromptRow>, prov: &Provenance, force: bo
 fn init(a: InitArgs) -> Result<()> {
     if a.out.join("model").exists() && !a.force {
         bail!("{}: already initialised (pass --force to recreate)", a.out.display());
+    }
+    if !(0.0..=1.0).contains(&a.sft_carry_noise) {
+        bail!("--sft-carry-noise must be in [0, 1]");
     }
     if a.hidden % 4 != 0 || a.hidden == 0 {
         bail!("--hidden must be a positive multiple of 4 (4 attention heads)");
@@ -184,7 +210,17 @@ fn init(a: InitArgs) -> Result<()> {
             };
         }
     };
-    let sft: Vec<PromptRow> = (0..a.sft_prompts).map(|i| problem("sft", i)).collect();
+    let mut sft: Vec<PromptRow> = (0..a.sft_prompts).map(|i| problem("sft", i)).collect();
+    // The careless teacher: a seeded fraction of SFT references add digit by digit without
+    // carrying. Only `reference` (the demonstration) changes; `answer` (what the verifier checks)
+    // stays the true sum.
+    let mut noise_rng = Rng(a.seed ^ 0xca77);
+    for row in &mut sft {
+        if noise_rng.uniform() < a.sft_carry_noise {
+            let (x, y) = row.prompt.split_once('+').context("demo prompt is not x+y")?;
+            row.reference = Some(add_without_carry(x.parse()?, y.parse()?).to_string());
+        }
+    }
     let eval: Vec<PromptRow> = (0..a.eval_prompts).map(|i| problem("eval", i)).collect();
     let iters: Vec<Vec<PromptRow>> = (1..=a.iterations).map(|t| (0..a.prompts_per_iteration).map(|i| problem(&format!("it{t}"), i)).collect()).collect();
     write_prompts(&a.out.join("sft_prompts.parquet"), sft, &prov, a.force)?;
