@@ -203,17 +203,20 @@ pub struct Args {
 }
 
 /// `<out>.cache.jsonl`, beside the output.
-pub fn default_cache_path(out: &Path) -> PathBuf {
+fn default_cache_path(out: &Path) -> PathBuf {
     let name = out.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     out.with_file_name(format!("{name}.cache.jsonl"))
 }
 
-/// Open the answer cache (for a dry run only when it already exists, so nothing is created).
-pub fn open_cache(path: &Path, dry_run: bool) -> Result<Option<Cache>> {
-    if dry_run && !path.exists() {
-        return Ok(None);
+/// The answer cache of a stage: `--cache` or `<out>.cache.jsonl`. The verifier needs none, and a
+/// dry run opens it only when it already exists, so nothing is created.
+pub fn stage_cache(oracle: &Oracle, cache: &Option<PathBuf>, out: &Path, dry_run: bool) -> Result<(PathBuf, Option<Cache>)> {
+    let path = cache.clone().unwrap_or_else(|| default_cache_path(out));
+    if matches!(oracle, Oracle::Verifier(_)) || (dry_run && !path.exists()) {
+        return Ok((path, None));
     }
-    Ok(Some(Cache::open(path).map_err(|e| anyhow!("{e:#}"))?))
+    let c = Cache::open(&path).map_err(|e| anyhow!("{e:#}"))?;
+    Ok((path, Some(c)))
 }
 
 /// What a run cost, stored as `dno.accounting` metadata and printed at the end.
@@ -381,8 +384,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let opts = a.oracle.run_options(pairs, a.seed);
-    let cache_path = a.cache.clone().unwrap_or_else(|| default_cache_path(&a.out));
-    let cache = if matches!(oracle, Oracle::Verifier(_)) { None } else { open_cache(&cache_path, a.dry_run)? };
+    let (cache_path, cache) = stage_cache(&oracle, &a.cache, &a.out, a.dry_run)?;
 
     if a.dry_run {
         let e = dno_oracle::estimate(&oracle, &items, cache.as_ref(), &opts);

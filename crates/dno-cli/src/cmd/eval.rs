@@ -12,7 +12,7 @@
 //! of `--verify` (default `last-number`: the last number in the response equals the last number
 //! in the answer, the usual GSM8K-style check), whatever oracle decides the preference.
 
-use super::annotate::{default_cache_path, drive, failures_error, open_cache, OracleArgs, RunAccounting};
+use super::annotate::{drive, failures_error, stage_cache, OracleArgs, RunAccounting};
 use anyhow::{anyhow, bail, Context, Result};
 use dno_data::{read_validated, DatasetReader, DatasetWriter, EvalRow, PromptRow, Provenance, SampleRow};
 use dno_eval::{Comparison, EvalOptions, EvalSummary};
@@ -269,8 +269,7 @@ pub fn run(a: Args) -> Result<()> {
         })
         .collect();
     let run_opts = a.oracle.run_options(PairSpec::All, a.seed);
-    let cache_path = a.cache.clone().unwrap_or_else(|| default_cache_path(&a.out));
-    let cache = if matches!(oracle, Oracle::Verifier(_)) { None } else { open_cache(&cache_path, a.dry_run)? };
+    let (cache_path, cache) = stage_cache(&oracle, &a.cache, &a.out, a.dry_run)?;
     if a.dry_run {
         let e = dno_oracle::estimate(&oracle, &items, cache.as_ref(), &run_opts);
         println!(
