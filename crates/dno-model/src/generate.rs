@@ -13,6 +13,7 @@
 
 use anyhow::{bail, Result};
 use burn::tensor::{Int, Tensor, TensorData};
+use rayon::prelude::*;
 
 use crate::model::{to_vec_f32, KvCache};
 use crate::LoadedModel;
@@ -297,9 +298,16 @@ fn generate_chunk(
         let pad = p_max - plen;
         for (l, slot) in cache.layers.into_iter().enumerate() {
             let (kc, vc) = slot.expect("prefill fills every layer");
+            // Left padding up to the longest prompt, then room for every new token on the right,
+            // so decoding writes in place and never reallocates.
             let padded = |t: Tensor<4>| {
                 let [b, h, _, d] = t.dims();
-                let t = if pad > 0 { Tensor::cat(vec![Tensor::zeros([b, h, pad, d], &device), t], 2) } else { t };
+                let mut parts = vec![t.narrow(2, 0, plen)];
+                if pad > 0 {
+                    parts.insert(0, Tensor::zeros([b, h, pad, d], &device));
+                }
+                parts.push(Tensor::zeros([b, h, p.max_new_tokens, d], &device));
+                let t = Tensor::cat(parts, 2);
                 if k > 1 { t.repeat_dim(0, k) } else { t }
             };
             per_layer[l].0.push(padded(kc));
@@ -322,6 +330,8 @@ fn generate_chunk(
     }
     let mut cache = KvCache {
         layers: per_layer.into_iter().map(|(k, v)| Some((Tensor::cat(k, 0), Tensor::cat(v, 0)))).collect(),
+        len: p_max,
+        reserve: 0,
     };
 
     // 2. First token of every row from its prompt's logits.
@@ -363,10 +373,16 @@ fn generate_chunk(
         let hidden = model.forward_cached(tokens, &start, &pads, &mut cache);
         let logits = to_vec_f32(model.lm_head(hidden))?;
         let v = logits.len() / b;
-        for (i, row) in rows.iter_mut().enumerate() {
-            let l = &logits[i * v..(i + 1) * v];
-            let tok = sample_token(l, p, &mut row.rng);
-            let lp = logprob_of(l, tok);
+        // Rows sample independently (each has its own RNG), so this runs on all cores.
+        let picked: Vec<(usize, f32)> = rows
+            .par_iter_mut()
+            .zip(logits.par_chunks(v))
+            .map(|(row, l)| {
+                let tok = sample_token(l, p, &mut row.rng);
+                (tok, logprob_of(l, tok))
+            })
+            .collect();
+        for (row, (tok, lp)) in rows.iter_mut().zip(picked) {
             row.push(lm, p, tok as u32, lp)?;
         }
     }

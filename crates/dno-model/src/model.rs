@@ -103,25 +103,28 @@ pub struct Block {
     pub mlp: Mlp,
 }
 
-/// Per-layer key/value cache, each `[B, n_kv_heads, S, head_dim]`.
+/// Per-layer key/value buffers, each `[B, n_kv_heads, capacity, head_dim]`, of which the first
+/// `len` positions are filled. New keys are written in place (burn's `slice_assign` reuses a
+/// uniquely owned buffer), so a decode step costs O(new tokens), not a copy of the whole cache.
 #[derive(Debug, Clone, Default)]
 pub struct KvCache {
     pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
+    /// Filled positions.
+    pub len: usize,
+    /// Capacity to allocate on first use (positions); buffers grow by doubling past it.
+    pub reserve: usize,
 }
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        KvCache { layers: vec![None; n_layers] }
+        KvCache { layers: vec![None; n_layers], len: 0, reserve: 0 }
     }
     /// Number of cached positions (0 when empty).
     pub fn len(&self) -> usize {
-        match self.layers.first() {
-            Some(Some((k, _))) => k.dims()[2],
-            _ => 0,
-        }
+        self.len
     }
     pub fn is_empty(&self) -> bool {
-        self.len() == 0
+        self.len == 0
     }
     /// Keeps only the given batch rows.
     pub fn select_rows(&mut self, rows: &[usize], device: &Device) {
@@ -135,6 +138,44 @@ impl KvCache {
         }
     }
 }
+
+/// Writes `k`, `v` (`[B, H, T, hd]`) at positions `past..past + T` of a layer's buffers and returns
+/// views of the filled prefix `[B, H, past + T, hd]`.
+fn cache_append(
+    slot: &mut Option<(Tensor<4>, Tensor<4>)>,
+    past: usize,
+    reserve: usize,
+    k: Tensor<4>,
+    v: Tensor<4>,
+) -> (Tensor<4>, Tensor<4>) {
+    let [b, h, t, d] = k.dims();
+    let need = past + t;
+    let device = k.device();
+    let grow = |buf: Tensor<4>, cap: usize| {
+        let old = buf.dims()[2];
+        Tensor::cat(vec![buf, Tensor::zeros([b, h, cap - old, d], &device)], 2)
+    };
+    let (kb, vb) = match slot.take() {
+        Some((kb, vb)) if kb.dims()[2] >= need => (kb, vb),
+        Some((kb, vb)) => {
+            let cap = need.max(2 * kb.dims()[2]).max(reserve);
+            (grow(kb, cap), grow(vb, cap))
+        }
+        None => {
+            let cap = need.max(reserve);
+            (Tensor::zeros([b, h, cap, d], &device), Tensor::zeros([b, h, cap, d], &device))
+        }
+    };
+    let range = [0..b, 0..h, past..need, 0..d];
+    let kb = kb.slice_assign(range.clone(), k);
+    let vb = vb.slice_assign(range, v);
+    let views = (kb.clone().narrow(2, 0, need), vb.clone().narrow(2, 0, need));
+    *slot = Some((kb, vb));
+    views
+}
+
+/// One layer's cache slot, its filled positions and the capacity to reserve.
+pub type LayerCache<'a> = (&'a mut Option<(Tensor<4>, Tensor<4>)>, usize, usize);
 
 /// RoPE tables for one call: cos/sin of shape `[B, 1, T, head_dim]` (rotate-half layout).
 pub struct Rope {
@@ -180,14 +221,9 @@ impl Rope {
 }
 
 impl Attention {
-    /// x: `[B, T, D]`; mask: additive `[B or 1, 1, T, S]`; with a cache, new keys are appended.
-    pub fn forward(
-        &self,
-        x: Tensor<3>,
-        rope: &Rope,
-        mask: &Tensor<4>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
-    ) -> Tensor<3> {
+    /// x: `[B, T, D]`; mask: additive `[B or 1, 1, T, S]`; with a cache (slot, filled positions,
+    /// reserve), new keys are appended.
+    pub fn forward(&self, x: Tensor<3>, rope: &Rope, mask: &Tensor<4>, cache: Option<LayerCache<'_>>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
         let q = self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]).swap_dims(1, 2);
@@ -196,14 +232,7 @@ impl Attention {
         let q = rope.apply(q);
         let k = rope.apply(k);
         let (k, v) = match cache {
-            Some(slot) => {
-                let (k, v) = match slot.take() {
-                    Some((pk, pv)) => (Tensor::cat(vec![pk, k], 2), Tensor::cat(vec![pv, v], 2)),
-                    None => (k, v),
-                };
-                *slot = Some((k.clone(), v.clone()));
-                (k, v)
-            }
+            Some((slot, past, reserve)) => cache_append(slot, past, reserve, k, v),
             None => (k, v),
         };
         let s = k.dims()[2];
@@ -226,7 +255,7 @@ impl Block {
         x: Tensor<3>,
         rope: &Rope,
         mask: &Tensor<4>,
-        cache: Option<&mut Option<(Tensor<4>, Tensor<4>)>>,
+        cache: Option<LayerCache<'_>>,
     ) -> Tensor<3> {
         let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
         h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
@@ -429,7 +458,7 @@ impl Llama {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         if cache.layers.len() != self.layers.len() {
-            *cache = KvCache::new(self.layers.len());
+            *cache = KvCache { reserve: cache.reserve, ..KvCache::new(self.layers.len()) };
         }
         let past = cache.len();
         let s = past + t;
@@ -449,9 +478,11 @@ impl Llama {
         }
         let mask = Tensor::<4>::from_data(TensorData::new(mask, [b, 1, t, s]), &device);
         let mut x = self.embed(tokens);
+        let reserve = cache.reserve;
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(x, &rope, &mask, Some(slot));
+            x = layer.forward(x, &rope, &mask, Some((slot, past, reserve)));
         }
+        cache.len = s;
         self.norm.forward(x)
     }
 }
