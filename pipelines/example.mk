@@ -1,15 +1,26 @@
 # Example settings for pipelines/Makefile (make -f pipelines/Makefile CONFIG=pipelines/example.mk).
-# The real-model recipe: SmolLM2-135M-Instruct as the policy, a llama.cpp judge server.
+# The real-model recipe (pipelines/recipe-smollm2.sh): SmolLM2-135M-Instruct as the policy, a
+# llama.cpp judge server on 127.0.0.1:8089 (scripts/serve_judge.sh), 64 prompts, K = 4, T = 1.
 RUN          = runs/smollm2
 MODEL        = $(HOME)/.cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf
-PROMPTS      = runs/smollm2/prompts.parquet
-EVAL_PROMPTS = runs/smollm2/prompts.parquet
+PROMPTS      = $(RUN)/prompts.parquet
+EVAL_PROMPTS = $(RUN)/prompts.parquet
 T            = 1
 K            = 4
 MAX_NEW      = 128
-ORACLE       = --oracle judge --mode score --base-url http://127.0.0.1:8089/v1 --api-model judge --concurrency 2
-EVAL_ORACLE  = --oracle judge --mode pairwise --base-url http://127.0.0.1:8089/v1 --api-model judge --concurrency 2
+INCLUDE_REF  =
+# A 135M judge cannot write "[[A]]" reliably, so it answers one letter and the A/B mass of its
+# first token is the preference (--logprobs); both orders are asked and averaged. With a real
+# judge (a larger GGUF on the same server, vLLM, or an API), drop --template/--max-tokens/--logprobs
+# to use the default explain-then-verdict template, or use --mode score (the paper's annotation).
+JUDGE        = --oracle judge --mode pairwise --base-url http://127.0.0.1:8089/v1 --api-model judge \
+               --template pipelines/judges/pairwise-letter.txt --max-tokens 1 --logprobs --top-logprobs 20 \
+               --temperature 0 --concurrency 2
+ORACLE       = $(JUDGE) --pairs random:3
+EVAL_ORACLE  = $(JUDGE)
+# Win-rates from a weak continuous judge are close together, so best-vs-worst per prompt.
+STRATEGY     = max-min
 LOSS         = dpo
 ETA          = 0.1
 LR           = 5e-6
-BATCH        = 4
+BATCH        = 8

@@ -5,7 +5,6 @@
 //! MODEL defaults to $HOME/.cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf.
 
 use anyhow::{Context, Result};
-use burn::tensor::Device;
 use dno_model::{generate, load_model, GenRequest, SamplingParams};
 use std::time::Instant;
 
@@ -68,7 +67,7 @@ fn main() -> Result<()> {
         }
         i += 2;
     }
-    let device = Device::flex();
+    let device = dno_model::DeviceSpec::Cpu.device()?;
     let t0 = Instant::now();
     let lm = load_model(std::path::Path::new(&model), &device)?;
     println!("loaded {model} in {:.1}s, peak RSS {:.0} MB", t0.elapsed().as_secs_f64(), peak_rss_mb());

@@ -44,7 +44,10 @@ impl DeviceSpec {
     /// The inference device. For training use `.device()?.autodiff()`.
     pub fn device(&self) -> Result<Device> {
         match self {
-            DeviceSpec::Cpu => Ok(Device::flex()),
+            DeviceSpec::Cpu => {
+                tune_allocator();
+                Ok(Device::flex())
+            }
             #[cfg(feature = "cuda")]
             DeviceSpec::Cuda(i) => Ok(Device::cuda(*i)),
             #[cfg(not(feature = "cuda"))]
@@ -53,6 +56,24 @@ impl DeviceSpec {
             }
         }
     }
+}
+
+/// Keeps freed tensor buffers inside the process. burn's CPU backend allocates a fresh buffer for
+/// almost every op; with glibc's defaults each buffer over the (adaptive) mmap threshold is mapped
+/// and unmapped every time, so every op paid page faults and page zeroing. Raising the threshold to
+/// glibc's maximum (32 MiB) and never trimming the heap made the SmolLM2 reference pass ~30%
+/// faster (`bench_train`, 19.6 s -> 14.1 s). No-op outside Linux/glibc; runs once.
+pub fn tune_allocator() {
+    static ONCE: std::sync::Once = std::sync::Once::new();
+    ONCE.call_once(|| {
+        #[cfg(all(target_os = "linux", target_env = "gnu"))]
+        // SAFETY: mallopt only changes allocator tunables; it is safe to call at any time.
+        unsafe {
+            libc::mallopt(libc::M_MMAP_THRESHOLD, 32 << 20);
+            libc::mallopt(libc::M_TRIM_THRESHOLD, i32::MAX);
+            libc::mallopt(libc::M_TOP_PAD, 64 << 20);
+        }
+    });
 }
 
 #[cfg(test)]

@@ -386,7 +386,13 @@ pub fn verdict_from_logprobs(tokens: &[TokenLogprob]) -> Option<f64> {
         text.push_str(&t.token);
     }
     if pos.is_none() && text.trim().len() <= 6 {
-        pos = tokens.iter().position(|t| !t.token.trim().is_empty() && token_class(&t.token).is_some());
+        // A bare answer (e.g. `--max-tokens 1` with a "reply with one letter" template): the first
+        // verdict token, or else the first non-blank position, whose alternatives may still hold
+        // A/B mass (AlpacaEval 2 reads the first token's logprobs the same way).
+        pos = tokens
+            .iter()
+            .position(|t| !t.token.trim().is_empty() && token_class(&t.token).is_some())
+            .or_else(|| tokens.iter().position(|t| !t.token.trim().is_empty()));
     }
     let t = &tokens[pos?];
     let mut mass = [0.0f64; 3];
@@ -559,6 +565,12 @@ mod tests {
         let p = verdict_from_logprobs(&single).unwrap();
         assert!((p - 0.15).abs() < 1e-9, "{p}");
         assert_eq!(verdict_from_logprobs(&[tok("Hello", -1.0, &[])]), None);
+        // A one-token answer that is not a letter still yields the A/B mass among its alternatives.
+        let the = vec![tok("The", -0.5, &[("The", -0.5), ("A", 0.3f64.ln()), ("B", 0.1f64.ln())])];
+        assert!((verdict_from_logprobs(&the).unwrap() - 0.75).abs() < 1e-9);
+        assert_eq!(verdict_from_logprobs(&[tok("The", -0.5, &[("The", -0.5), ("I", -2.0)])]), None);
+        // A long answer without [[ ]] is not read from its first token.
+        assert_eq!(verdict_from_logprobs(&[tok("The first one is better", -0.5, &[("A", -0.1)])]), None);
     }
 
     #[test]
