@@ -324,15 +324,18 @@ fn kill_and_rerun_pays_only_for_what_is_missing() {
     child.kill().unwrap(); // SIGKILL
     child.wait().unwrap();
     assert!(!out.exists(), "no output from a killed run");
-    let leftovers: Vec<PathBuf> =
-        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_str().unwrap().ends_with(".tmp")).collect();
-    assert!(leftovers.is_empty(), "a killed run leaves only the cache: {leftovers:?}");
+    let tmp_files = || -> Vec<PathBuf> {
+        std::fs::read_dir(dir.path()).unwrap().map(|e| e.unwrap().path()).filter(|p| p.to_str().unwrap().ends_with(".tmp")).collect()
+    };
+    // Rows stream into a hidden temp file; a SIGKILL leaves it (and the cache) behind.
+    assert!(tmp_files().len() <= 1, "{:?}", tmp_files());
     let cached = cache_lines(&cache);
     assert!(cached < 96);
 
     let before = server.requests();
     run_ok(&args);
     let rerun_requests = server.requests() - before;
+    assert!(tmp_files().is_empty(), "the rerun removes the killed run's temp file: {:?}", tmp_files());
     let rows = prefs(&out);
     assert_eq!(rows.len(), 48, "each judgment exactly once");
     by_pair(&rows);

@@ -335,6 +335,22 @@ pub fn check_output(path: &Path, force: bool) -> Result<()> {
     Ok(())
 }
 
+/// Removes temp files of `path` (`.NAME.PID.tmp`) left by a killed writer whose process is gone.
+fn remove_stale_tmp(path: &Path) {
+    let (Some(dir), Some(name)) = (path.parent(), path.file_name().and_then(|n| n.to_str())) else { return };
+    let dir = if dir.as_os_str().is_empty() { Path::new(".") } else { dir };
+    let prefix = format!(".{name}.");
+    let Ok(entries) = std::fs::read_dir(dir) else { return };
+    for e in entries.flatten() {
+        let f = e.file_name();
+        let Some(pid) = f.to_str().and_then(|f| f.strip_prefix(&prefix)).and_then(|r| r.strip_suffix(".tmp")) else { continue };
+        let Ok(pid) = pid.parse::<u32>() else { continue };
+        if pid != std::process::id() && !Path::new(&format!("/proc/{pid}")).exists() {
+            let _ = std::fs::remove_file(e.path());
+        }
+    }
+}
+
 pub(crate) fn tmp_path_for(path: &Path) -> PathBuf {
     let name = path.file_name().and_then(|n| n.to_str()).unwrap_or("out");
     path.with_file_name(format!(".{name}.{}.tmp", std::process::id()))
@@ -343,6 +359,7 @@ pub(crate) fn tmp_path_for(path: &Path) -> PathBuf {
 impl<T: Row> DatasetWriter<T> {
     pub fn create(path: &Path, provenance: &Provenance, force: bool) -> Result<Self> {
         check_output(path, force)?;
+        remove_stale_tmp(path);
         let dataset = T::DATASET;
         let tmp_path = tmp_path_for(path);
         let file = File::create(&tmp_path).with_context(|| format!("{}: cannot create", tmp_path.display()))?;

@@ -9,13 +9,14 @@
 //! preferences: by default any failure means no output and a non-zero exit.
 
 use anyhow::{anyhow, bail, Context, Result};
-use dno_data::{read_validated, DatasetWriter, PreferenceRow, Provenance, SampleRow};
+use dno_data::{Dataset, DatasetReader, DatasetWriter, PreferenceRow, Provenance, SampleRow};
 use dno_oracle::{
     Accounting, Cache, Candidate, Client, ClientConfig, CommandConfig, CommandOracle, Failure, Item, ItemResult, Judge, JudgeConfig,
     JudgeMode, Oracle, PairSpec, Progress, RunOptions, Verifier, VerifyMode,
 };
 use serde::Serialize;
-use std::collections::HashMap;
+use std::cell::RefCell;
+use std::collections::{HashMap, HashSet};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -304,12 +305,12 @@ impl FirstPosition {
 pub fn drive(
     what: &str,
     oracle: &Oracle,
-    items: Vec<Item>,
+    items: impl IntoIterator<Item = Item>,
+    n: usize,
     cache: Option<&Cache>,
     opts: &RunOptions,
     sink: impl FnMut(ItemResult) -> Result<()>,
 ) -> Result<Accounting> {
-    let n = items.len();
     let pb = super::progress(n as u64, what);
     let mut ticker = super::Ticker::new(10);
     let quiet = log::max_level() < log::LevelFilter::Warn;
@@ -341,25 +342,129 @@ pub fn failures_error(failures: &[Failure], total: usize, cache: &Path) -> anyho
     )
 }
 
-/// Group samples by prompt (in file order) into oracle items.
-fn items_from_samples(samples: &[SampleRow], file: &Path) -> Result<Vec<Item>> {
+fn new_item(s: &SampleRow) -> Item {
+    Item { prompt_id: s.prompt_id.clone(), prompt: s.prompt.clone(), answer: None, candidates: Vec::new() }
+}
+
+/// Adds sample `s` to `item` (the item of the same prompt).
+fn add_candidate(item: &mut Item, s: SampleRow, file: &Path) -> Result<()> {
+    if item.prompt != s.prompt {
+        bail!("{}: sample '{}': column 'prompt' differs from an earlier sample of prompt '{}'", file.display(), s.sample_id, s.prompt_id);
+    }
+    let is_reference = s.is_reference();
+    if item.answer.is_none() {
+        item.answer = s.answer;
+    }
+    item.candidates.push(Candidate { sample_id: s.sample_id, text: s.response, is_reference });
+    Ok(())
+}
+
+/// One streaming pass over the samples: how many prompts, whether each prompt's samples are
+/// contiguous (as `dno sample` writes them, shard by shard), the prompt texts are consistent,
+/// and the first prompt without an `answer`.
+struct Scan {
+    prompts: usize,
+    contiguous: bool,
+    missing_answer: Option<String>,
+}
+
+fn scan_samples(reader: &DatasetReader) -> Result<Scan> {
+    let file = &reader.files()[0];
+    let mut seen: HashSet<String> = HashSet::new();
+    let mut scan = Scan { prompts: 0, contiguous: true, missing_answer: None };
+    // (prompt_id, prompt, has an answer) of the run of rows being read.
+    let mut current: Option<(String, String, bool)> = None;
+    let note_missing = |run: Option<(String, String, bool)>, scan: &mut Scan| {
+        if let Some((id, _, false)) = run {
+            scan.missing_answer.get_or_insert(id);
+        }
+    };
+    for batch in reader.rows::<SampleRow>() {
+        for s in batch? {
+            match current.as_mut() {
+                Some((id, prompt, has_answer)) if *id == s.prompt_id => {
+                    if *prompt != s.prompt {
+                        bail!("{}: sample '{}': column 'prompt' differs from an earlier sample of prompt '{}'", file.display(), s.sample_id, s.prompt_id);
+                    }
+                    *has_answer |= s.answer.is_some();
+                }
+                _ => {
+                    note_missing(current.take(), &mut scan);
+                    if seen.insert(s.prompt_id.clone()) {
+                        scan.prompts += 1;
+                    } else {
+                        scan.contiguous = false;
+                    }
+                    current = Some((s.prompt_id, s.prompt, s.answer.is_some()));
+                }
+            }
+        }
+    }
+    note_missing(current.take(), &mut scan);
+    Ok(scan)
+}
+
+/// Group samples by prompt (in file order) into oracle items, all in memory (used when a
+/// prompt's samples are spread over the input, e.g. policy and teacher samples in two files).
+fn items_in_memory(reader: &DatasetReader) -> Result<Vec<Item>> {
+    let file = &reader.files()[0];
     let mut order: Vec<Item> = Vec::new();
-    let mut index: HashMap<&str, usize> = HashMap::new();
-    for s in samples {
-        let i = *index.entry(s.prompt_id.as_str()).or_insert_with(|| {
-            order.push(Item { prompt_id: s.prompt_id.clone(), prompt: s.prompt.clone(), answer: None, candidates: Vec::new() });
-            order.len() - 1
-        });
-        let item = &mut order[i];
-        if item.prompt != s.prompt {
-            bail!("{}: sample '{}': column 'prompt' differs from an earlier sample of prompt '{}'", file.display(), s.sample_id, s.prompt_id);
+    let mut index: HashMap<String, usize> = HashMap::new();
+    for batch in reader.rows::<SampleRow>() {
+        for s in batch? {
+            let i = *index.entry(s.prompt_id.clone()).or_insert_with(|| {
+                order.push(new_item(&s));
+                order.len() - 1
+            });
+            add_candidate(&mut order[i], s, file)?;
         }
-        if item.answer.is_none() {
-            item.answer = s.answer.clone();
-        }
-        item.candidates.push(Candidate { sample_id: s.sample_id.clone(), text: s.response.clone(), is_reference: s.is_reference() });
     }
     Ok(order)
+}
+
+/// Items built lazily, one prompt at a time, from contiguous samples: memory stays flat however
+/// many samples there are. A read error ends the stream and is left in `error`.
+fn items_streamed<'a>(reader: &'a DatasetReader, error: &'a RefCell<Option<anyhow::Error>>) -> impl Iterator<Item = Item> + 'a {
+    let file = reader.files()[0].clone();
+    let mut rows = reader
+        .rows::<SampleRow>()
+        .flat_map(|b| -> Box<dyn Iterator<Item = Result<SampleRow>>> {
+            match b {
+                Ok(v) => Box::new(v.into_iter().map(Ok)),
+                Err(e) => Box::new(std::iter::once(Err(e))),
+            }
+        })
+        .peekable();
+    std::iter::from_fn(move || {
+        let first = match rows.next()? {
+            Ok(s) => s,
+            Err(e) => {
+                *error.borrow_mut() = Some(e);
+                return None;
+            }
+        };
+        let mut item = new_item(&first);
+        let push = |item: &mut Item, s: SampleRow| match add_candidate(item, s, &file) {
+            Ok(()) => true,
+            Err(e) => {
+                *error.borrow_mut() = Some(e);
+                false
+            }
+        };
+        if !push(&mut item, first) {
+            return None;
+        }
+        while let Some(Ok(next)) = rows.peek() {
+            if next.prompt_id != item.prompt_id {
+                break;
+            }
+            let s = rows.next().expect("peeked").expect("peeked Ok");
+            if !push(&mut item, s) {
+                return None;
+            }
+        }
+        Some(item)
+    })
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -368,26 +473,35 @@ pub fn run(a: Args) -> Result<()> {
         dno_data::check_output(&a.out, a.force)?;
     }
     let oracle = a.oracle.build(a.seed)?;
-    let (reader, samples) = read_validated::<SampleRow>(&a.samples)?;
-    let items = items_from_samples(&samples, &reader.files()[0])?;
-    drop(samples);
-    if items.is_empty() {
+    let reader = DatasetReader::open(Dataset::Samples, &a.samples)?;
+    reader.validate()?;
+    let scan = scan_samples(&reader)?;
+    if scan.prompts == 0 {
         bail!("{}: no samples", a.samples[0].display());
     }
-    if let Oracle::Verifier(_) = oracle {
-        if let Some(it) = items.iter().find(|it| it.answer.is_none()) {
-            bail!(
-                "{}: prompt '{}': column 'answer' is null, but the verifier needs an answer for every prompt (import prompts with --answer-field)",
-                reader.files()[0].display(),
-                it.prompt_id
-            );
-        }
+    if let (Oracle::Verifier(_), Some(id)) = (&oracle, &scan.missing_answer) {
+        bail!(
+            "{}: prompt '{id}': column 'answer' is null, but the verifier needs an answer for every prompt (import prompts with --answer-field)",
+            reader.files()[0].display(),
+        );
     }
+    // Items are built one prompt at a time while the run pulls them (flat memory), unless a
+    // prompt's samples are spread over the input; then they are grouped in memory first.
+    let read_error: RefCell<Option<anyhow::Error>> = RefCell::new(None);
+    let items: Box<dyn Iterator<Item = Item> + '_> = if scan.contiguous {
+        Box::new(items_streamed(&reader, &read_error))
+    } else {
+        log::info!("samples of some prompts are not contiguous; grouping {} prompts in memory", scan.prompts);
+        Box::new(items_in_memory(&reader)?.into_iter())
+    };
     let opts = a.oracle.run_options(pairs, a.seed);
     let (cache_path, cache) = stage_cache(&oracle, &a.cache, &a.out, a.dry_run)?;
 
     if a.dry_run {
-        let e = dno_oracle::estimate(&oracle, &items, cache.as_ref(), &opts);
+        let e = dno_oracle::estimate(&oracle, items, cache.as_ref(), &opts);
+        if let Some(e) = read_error.take() {
+            return Err(e);
+        }
         println!(
             "dry run ({}): {} prompts, {} pairs -> {} calls to make, {} already answered in {}; about {} prompt + {} completion tokens",
             oracle.name(),
@@ -402,16 +516,19 @@ pub fn run(a: Args) -> Result<()> {
         return Ok(());
     }
 
-    let n_items = items.len();
+    let n_items = scan.prompts;
     let mut failures: Vec<Failure> = Vec::new();
     let mut first = FirstPosition::default();
-    // Rows are kept until the run succeeds: a killed or failed run leaves only the cache behind.
-    let mut rows: Vec<PreferenceRow> = Vec::new();
-    let result = drive("annotate", &oracle, items, cache.as_ref(), &opts, |r| {
+    // Rows stream into the temp file beside the output; it is renamed into place only when the
+    // run succeeds, so a killed or failed run leaves only the cache behind.
+    let mut prov = Provenance::new("annotate", &a)?;
+    prov.add_inputs(reader.files())?;
+    let mut w = DatasetWriter::<PreferenceRow>::create(&a.out, &prov, a.force)?;
+    let result = drive("annotate", &oracle, items, n_items, cache.as_ref(), &opts, |r| {
         failures.extend(r.failures);
         for j in r.judgments {
             first.add(j.p_first);
-            rows.push(PreferenceRow {
+            w.write(PreferenceRow {
                 prompt_id: j.prompt_id,
                 sample_a: j.sample_a,
                 sample_b: j.sample_b,
@@ -422,9 +539,13 @@ pub fn run(a: Args) -> Result<()> {
                 score_a: j.score_a,
                 score_b: j.score_b,
                 raw: j.raw,
-            });
+            })?;
         }
         Ok(())
+    })
+    .and_then(|acc| match read_error.take() {
+        Some(e) => Err(e),
+        None => Ok(acc),
     });
     let acc = match result {
         Ok(acc) => acc,
@@ -435,21 +556,18 @@ pub fn run(a: Args) -> Result<()> {
             )))
         }
     };
+    let n_rows = w.rows_written() as usize;
     let mut report = RunAccounting::new(&oracle, n_items, &acc);
-    report.judgments = rows.len();
+    report.judgments = n_rows;
     report.failed_judgments = failures.len();
     report.first_position_win_rate = first.rate();
     report.print("annotate");
     if !failures.is_empty() {
         if !a.allow_failures {
-            return Err(failures_error(&failures, rows.len() + failures.len(), &cache_path));
+            return Err(failures_error(&failures, n_rows + failures.len(), &cache_path));
         }
         log::warn!("{} judgments failed and are left out (--allow-failures); first: {}", failures.len(), failures[0].error);
     }
-    let mut prov = Provenance::new("annotate", &a)?;
-    prov.add_inputs(reader.files())?;
-    let mut w = DatasetWriter::<PreferenceRow>::create(&a.out, &prov, a.force)?;
-    w.write_all(rows)?;
     w.set_metadata("dno.accounting", serde_json::to_string(&report)?);
     let n = w.finish().with_context(|| format!("writing {}", a.out.display()))?;
     eprintln!("preferences: {n} written to {}", a.out.display());

@@ -290,7 +290,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut judged: Vec<Option<Judgment>> = vec![None; planned.len()];
     let mut failures: Vec<Failure> = Vec::new();
     let n_items = items.len();
-    let acc = drive("eval", &oracle, items, cache.as_ref(), &run_opts, |r| {
+    let acc = drive("eval", &oracle, items, n_items, cache.as_ref(), &run_opts, |r| {
         failures.extend(r.failures);
         judged[r.index] = r.judgments.into_iter().next();
         Ok(())
