@@ -13,13 +13,16 @@
 //!   line (with a warning): the cache is an optimisation, the worst case is paying again.
 //! * One process at a time per file: two concurrent writers would duplicate work, not corrupt
 //!   answers (duplicate keys: first one wins on load).
+//! * Memory: only an index (SHA-256 of the key -> offset and length of its line) is kept; an answer
+//!   is read back from the file on a hit, so a cache of millions of judgments stays small.
 
 use anyhow::{Context, Result};
 use serde_json::Value;
 use sha2::{Digest, Sha256};
 use std::collections::HashMap;
 use std::fs::{File, OpenOptions};
-use std::io::{Read, Seek, SeekFrom, Write};
+use std::io::{BufRead, BufReader, Seek, SeekFrom, Write};
+use std::os::unix::fs::FileExt;
 use std::path::{Path, PathBuf};
 use std::sync::{Arc, Mutex};
 
@@ -33,16 +36,38 @@ pub fn hash_parts(parts: &[&str]) -> String {
     hex::encode(h.finalize())
 }
 
+/// Where an entry's line sits in the file.
+#[derive(Clone, Copy)]
+struct Span {
+    offset: u64,
+    len: u32,
+}
+
 struct Inner {
     path: PathBuf,
-    map: Mutex<HashMap<String, Value>>,
+    index: Mutex<HashMap<[u8; 32], Span>>,
     file: Mutex<Writer>,
+    /// A read handle for answers (positional reads, shared by threads).
+    reader: File,
     sync_every: usize,
 }
 
 struct Writer {
     file: File,
+    /// Current file length: where the next line starts.
+    len: u64,
     unsynced: usize,
+}
+
+fn digest(key: &str) -> [u8; 32] {
+    Sha256::digest(key.as_bytes()).into()
+}
+
+/// The `v` of one cache line.
+fn parse_line(line: &[u8]) -> Option<(String, Value)> {
+    let mut v: Value = serde_json::from_slice(line).ok()?;
+    let k = v.get("k")?.as_str()?.to_string();
+    Some((k, v.get_mut("v")?.take()))
 }
 
 /// The cache handle (cheap to clone; clones share the file).
@@ -75,45 +100,49 @@ impl Cache {
             .create(true)
             .open(&path)
             .with_context(|| format!("opening judge cache {}", path.display()))?;
-        let mut text = Vec::new();
-        file.read_to_end(&mut text).with_context(|| format!("reading judge cache {}", path.display()))?;
-        let mut map = HashMap::new();
+        let mut index = HashMap::new();
         let mut bad = 0usize;
-        let ends_clean = text.is_empty() || text.last() == Some(&b'\n');
-        let lines: Vec<&[u8]> = text.split(|&b| b == b'\n').collect();
-        let n_lines = lines.len();
-        for (i, line) in lines.into_iter().enumerate() {
-            if line.iter().all(|b| b.is_ascii_whitespace()) {
-                continue;
+        let mut offset = 0u64;
+        let mut torn = false;
+        let mut lines = BufReader::new(&file);
+        let mut line = Vec::new();
+        loop {
+            line.clear();
+            let n = lines.read_until(b'\n', &mut line).with_context(|| format!("reading judge cache {}", path.display()))?;
+            if n == 0 {
+                break;
             }
-            let parsed: Option<(String, Value)> = serde_json::from_slice::<Value>(line).ok().and_then(|v| {
-                let k = v.get("k")?.as_str()?.to_string();
-                let val = v.get("v")?.clone();
-                Some((k, val))
-            });
-            match parsed {
-                Some((k, v)) => {
-                    map.entry(k).or_insert(v);
+            let complete = line.last() == Some(&b'\n');
+            if !line.iter().all(|b| b.is_ascii_whitespace()) {
+                match parse_line(&line) {
+                    Some((k, _)) => {
+                        index.entry(digest(&k)).or_insert(Span { offset, len: n as u32 });
+                    }
+                    None if !complete => {
+                        log::info!("judge cache {}: ignoring a truncated last line", path.display());
+                    }
+                    None => bad += 1,
                 }
-                None if i + 1 == n_lines && !ends_clean => {
-                    log::info!("judge cache {}: ignoring a truncated last line", path.display());
-                }
-                None => bad += 1,
             }
+            torn = !complete;
+            offset += n as u64;
         }
         if bad > 0 {
             log::warn!("judge cache {}: skipped {bad} corrupt line(s)", path.display());
         }
-        if !ends_clean {
+        if torn {
             // Terminate the torn line so the next entry starts on its own line.
             file.seek(SeekFrom::End(0)).ok();
             file.write_all(b"\n").with_context(|| format!("writing judge cache {}", path.display()))?;
+            offset += 1;
         }
+        let reader = File::open(&path).with_context(|| format!("opening judge cache {}", path.display()))?;
         Ok(Cache {
             inner: Arc::new(Inner {
                 path,
-                map: Mutex::new(map),
-                file: Mutex::new(Writer { file, unsynced: 0 }),
+                index: Mutex::new(index),
+                file: Mutex::new(Writer { file, len: offset, unsynced: 0 }),
+                reader,
                 sync_every: sync_every.max(1),
             }),
         })
@@ -124,37 +153,42 @@ impl Cache {
     }
 
     pub fn len(&self) -> usize {
-        self.inner.map.lock().unwrap_or_else(|e| e.into_inner()).len()
+        self.inner.index.lock().unwrap_or_else(|e| e.into_inner()).len()
     }
 
     pub fn is_empty(&self) -> bool {
         self.len() == 0
     }
 
+    /// The cached answer, read back from the file (`None` when absent or unreadable).
     pub fn get(&self, key: &str) -> Option<Value> {
-        self.inner.map.lock().unwrap_or_else(|e| e.into_inner()).get(key).cloned()
+        let span = *self.inner.index.lock().unwrap_or_else(|e| e.into_inner()).get(&digest(key))?;
+        let mut buf = vec![0u8; span.len as usize];
+        self.inner.reader.read_exact_at(&mut buf, span.offset).ok()?;
+        parse_line(&buf).filter(|(k, _)| k == key).map(|(_, v)| v)
     }
 
     pub fn contains(&self, key: &str) -> bool {
-        self.inner.map.lock().unwrap_or_else(|e| e.into_inner()).contains_key(key)
+        self.inner.index.lock().unwrap_or_else(|e| e.into_inner()).contains_key(&digest(key))
     }
 
     /// Stores an answer (appends one line). Only call this with real answers, never failures.
     pub fn put(&self, key: &str, value: &Value) -> Result<()> {
-        {
-            let mut m = self.inner.map.lock().unwrap_or_else(|e| e.into_inner());
-            if m.contains_key(key) {
-                return Ok(());
-            }
-            m.insert(key.to_string(), value.clone());
-        }
+        let d = digest(key);
         let mut line = serde_json::to_string(&serde_json::json!({ "k": key, "v": value }))
             .context("serialising a cache entry")?;
         line.push('\n');
+        // Lock order: file, then index.
         let mut w = self.inner.file.lock().unwrap_or_else(|e| e.into_inner());
+        if self.contains(key) {
+            return Ok(());
+        }
         w.file
             .write_all(line.as_bytes())
             .with_context(|| format!("writing judge cache {}", self.inner.path.display()))?;
+        let span = Span { offset: w.len, len: line.len() as u32 };
+        w.len += line.len() as u64;
+        self.inner.index.lock().unwrap_or_else(|e| e.into_inner()).insert(d, span);
         w.unsynced += 1;
         if w.unsynced >= self.inner.sync_every {
             w.file.sync_data().with_context(|| format!("fsync judge cache {}", self.inner.path.display()))?;
