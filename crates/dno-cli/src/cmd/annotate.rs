@@ -166,6 +166,9 @@ impl OracleArgs {
     /// Driver options for this oracle.
     pub fn run_options(&self, pairs: PairSpec, seed: u64) -> RunOptions {
         let mut o = RunOptions { pairs, seed, ..RunOptions::default() };
+        // Few prompts in flight at a time, so that prompts finish (and progress shows) steadily
+        // with a slow judge, instead of every prompt finishing near the end.
+        o.max_items_in_flight = (4 * self.concurrency).clamp(8, o.max_items_in_flight);
         if let Some(n) = self.max_consecutive_failures {
             o.max_consecutive_failures = n as usize;
         }

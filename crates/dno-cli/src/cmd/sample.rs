@@ -207,8 +207,8 @@ pub fn run(a: Args) -> Result<()> {
         pb.inc(chunk.len() as u64);
         let tps = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
         pb.set_message(format!("{n_samples} samples, {tps:.1} tok/s"));
-        if ticker.due() {
-            log::warn!("sampled {} / {} prompts, {n_samples} samples, {tps:.1} tok/s", pb.position(), todo.len());
+        if pb.is_hidden() && log::max_level() >= log::LevelFilter::Warn && ticker.due() {
+            eprintln!("sample: {} / {} prompts, {n_samples} samples, {tps:.1} tok/s", pb.position(), todo.len());
         }
     }
     pb.finish_and_clear();
