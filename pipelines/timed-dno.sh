@@ -12,7 +12,8 @@ done
 stats="$(mktemp)"
 /usr/bin/time -o "$stats" -f "%e %M" "$DNO_BIN" "$@"
 rc=$?
-read -r secs kb <"$stats" || true
+# GNU time writes "Command exited with non-zero status N" first when the command fails.
+read -r secs kb < <(tail -n 1 "$stats") || true
 rm -f "$stats"
 echo "$1 ${out:-.} ${secs:-?} $(( ${kb:-0} / 1024 ))" >>"$DNO_TIMINGS"
 exit $rc

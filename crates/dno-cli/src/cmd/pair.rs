@@ -222,7 +222,18 @@ pub fn run(a: Args) -> Result<()> {
         "  kept by kind: teacher>student {}  student>teacher {}  student>student {}",
         summary.teacher_over_student, summary.student_over_teacher, summary.student_over_student
     );
-    eprintln!("  dropped: {} of {} considered ({:?})", summary.dropped.total(), summary.considered, summary.dropped);
+    let d = &summary.dropped;
+    eprintln!(
+        "  dropped: {} of {} considered (unrated {}, tie {}, below --min-margin {}, positive below threshold {}, margin below rule {}, over cap {})",
+        d.total(),
+        summary.considered,
+        d.unrated,
+        d.tie,
+        d.below_min_margin,
+        d.positive_below_threshold,
+        d.margin_below_rule,
+        d.over_cap
+    );
     if n == 0 {
         log::warn!("no pairs qualified; check the thresholds (--min-margin, --score-threshold) or the preferences");
     }

@@ -78,9 +78,10 @@ pub struct Args {
     /// Process only shard I of N (by a stable hash of prompt_id), e.g. 0/4.
     #[arg(long, value_name = "I/N")]
     pub shard: Option<String>,
-    /// Prompts per saved batch (the unit of resume).
-    #[arg(long, default_value_t = 16)]
-    pub batch_prompts: usize,
+    /// Prompts per saved batch (the unit of resume). Default: enough prompts to fill --max-batch
+    /// rows (max-batch / K, at least 1), so K = 1 runs decode as many rows together as K = 8 runs.
+    #[arg(long)]
+    pub batch_prompts: Option<usize>,
     /// Rows decoded together (engine burn).
     #[arg(long, default_value_t = 64)]
     pub max_batch: usize,
@@ -191,7 +192,8 @@ pub fn run(a: Args) -> Result<()> {
     let started = Instant::now();
     let (mut tokens, mut limited, mut n_samples) = (0usize, 0usize, 0usize);
     let mut engine = Engine::new(&a)?;
-    for chunk in todo.chunks(a.batch_prompts.max(1)) {
+    let batch_prompts = a.batch_prompts.unwrap_or(a.max_batch / a.k.max(1)).max(1);
+    for chunk in todo.chunks(batch_prompts) {
         let mut batch = engine.sample(&a, &policy, chunk)?;
         if a.include_reference {
             for p in chunk {

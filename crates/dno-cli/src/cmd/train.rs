@@ -218,8 +218,8 @@ pub fn run(a: Args) -> Result<()> {
         pb.set_position(m.step as u64);
         let acc = m.reward_accuracy.map(|x| format!(" acc {x:.2}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{acc} gnorm {:.2} lr {:.2e} {:.0} tok/s", m.loss, m.grad_norm, m.lr, m.tokens_per_s));
-        if ticker.due() {
-            log::warn!("step {}/{total}: loss {:.4}{acc} {:.0} tok/s", m.step, m.loss, m.tokens_per_s);
+        if pb.is_hidden() && log::max_level() >= log::LevelFilter::Warn && ticker.due() {
+            eprintln!("train: step {}/{total}: loss {:.4}{acc} {:.0} tok/s", m.step, m.loss, m.tokens_per_s);
         }
     })?;
     pb.finish_and_clear();
