@@ -24,7 +24,7 @@ mkdir -p "$RUN"
 # (17+35 -> "42"); 3 x 256 DNO prompts and 192 held-out eval prompts, all distinct problems.
 "$DNO" demo init --out "$RUN" --iterations "$T" --force
 # SFT on the noisy demonstrations: pi_1 imitates the mixture, so it gets ~half the carry problems
-# wrong (greedy accuracy ~58% on the eval prompts). Loss = summed NLL of the answer tokens.
+# wrong (greedy accuracy 53–58% on the eval prompts, depending on the CPU's SIMD kernels). Loss = summed NLL of the answer tokens.
 "$DNO" train --loss sft --model "$RUN/model" --prompts "$RUN/sft_prompts.parquet" --out "$RUN/sft" \
   --lr 1e-3 --epochs "${SFT_EPOCHS:-24}" --batch-size 16 --warmup-ratio 0.05 --max-grad-norm 1.0 --seed 0 --force
 SFT="$RUN/sft/model"
