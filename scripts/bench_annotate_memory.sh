@@ -35,7 +35,7 @@ rows = {
     "finish_reason": ["stop"] * (n * k),
     "repetitive": [False] * (n * k),
 }
-pl.DataFrame(rows).write_parquet(out)
+pl.DataFrame(rows).write_parquet(out, row_group_size=16384)  # as dno writes its files
 PYEOF
   stats="$WORK/time$n"
   /usr/bin/time -o "$stats" -f "%e %M" "$DNO" -q annotate --samples "$WORK/s$n.parquet" --out "$WORK/p$n.parquet" --oracle verifier --force
