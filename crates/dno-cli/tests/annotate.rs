@@ -135,6 +135,29 @@ fn verifier_end_to_end() {
     assert!(!o.status.success());
     let err = String::from_utf8_lossy(&o.stderr);
     assert!(err.contains("'x'") && err.contains("answer"), "{err}");
+
+    // Policy samples and references in two files (a prompt's candidates are not contiguous in the
+    // input): grouped in memory, the same preferences as from one file.
+    let (pol, refs) = (dir.path().join("policy.parquet"), dir.path().join("refs.parquet"));
+    write_samples(
+        &pol,
+        vec![
+            sample("a", 0, "I think it is 42.", Some("42"), false),
+            sample("a", 1, "It is 41.", Some("42"), false),
+            sample("a", 2, "Surely 42", Some("42"), false),
+            sample("b", 0, "7 apples", Some("#### 7"), false),
+            sample("b", 1, "8 apples", Some("#### 7"), false),
+        ],
+    );
+    write_samples(&refs, vec![sample("a", 0, "#### 42", Some("42"), true)]);
+    let out3 = dir.path().join("prefs_split.parquet");
+    run_ok(&["annotate", "--samples", s(&pol), s(&refs), "--out", s(&out3), "--oracle", "verifier"]);
+    let split = prefs(&out3);
+    assert_eq!(split.len(), 7);
+    let m3 = by_pair(&split);
+    for (k, r) in &m {
+        assert_eq!(m3[k].p_a, r.p_a, "{k:?}");
+    }
 }
 
 #[test]

@@ -482,20 +482,28 @@ pub fn run(a: Args) -> Result<()> {
     if scan.prompts == 0 {
         bail!("{}: no samples", a.samples[0].display());
     }
-    if let (Oracle::Verifier(_), Some(id)) = (&oracle, &scan.missing_answer) {
+    // Items are built one prompt at a time while the run pulls them (flat memory), unless a
+    // prompt's samples are spread over the input; then they are grouped in memory first.
+    let grouped = if scan.contiguous {
+        None
+    } else {
+        log::info!("samples of some prompts are not contiguous; grouping {} prompts in memory", scan.prompts);
+        Some(items_in_memory(&reader)?)
+    };
+    let missing_answer = match &grouped {
+        Some(items) => items.iter().find(|it| it.answer.is_none()).map(|it| it.prompt_id.clone()),
+        None => scan.missing_answer.clone(),
+    };
+    if let (Oracle::Verifier(_), Some(id)) = (&oracle, &missing_answer) {
         bail!(
             "{}: prompt '{id}': column 'answer' is null, but the verifier needs an answer for every prompt (import prompts with --answer-field)",
             reader.files()[0].display(),
         );
     }
-    // Items are built one prompt at a time while the run pulls them (flat memory), unless a
-    // prompt's samples are spread over the input; then they are grouped in memory first.
     let read_error: RefCell<Option<anyhow::Error>> = RefCell::new(None);
-    let items: Box<dyn Iterator<Item = Item> + '_> = if scan.contiguous {
-        Box::new(items_streamed(&reader, &read_error))
-    } else {
-        log::info!("samples of some prompts are not contiguous; grouping {} prompts in memory", scan.prompts);
-        Box::new(items_in_memory(&reader)?.into_iter())
+    let items: Box<dyn Iterator<Item = Item> + '_> = match grouped {
+        Some(items) => Box::new(items.into_iter()),
+        None => Box::new(items_streamed(&reader, &read_error)),
     };
     let opts = a.oracle.run_options(pairs, a.seed);
     let (cache_path, cache) = stage_cache(&oracle, &a.cache, &a.out, a.dry_run)?;
