@@ -1,8 +1,7 @@
 #!/usr/bin/env bash
 # Peak RSS of `dno annotate` as the number of samples grows (issue: memory stays flat).
 # Writes samples files with Polars (N prompts x K=4 samples of ~1 KB, answers given) and runs the
-# verifier oracle over each, then the command oracle (a shell `cat`-style program is not needed:
-# the verifier exercises the same read -> items -> rows -> Parquet path without a server).
+# verifier oracle over each: the same read -> items -> rows -> Parquet path as a judge, no server.
 #
 #   DNO=path/to/dno PY=python-with-polars scripts/bench_annotate_memory.sh [N1 N2 ...]
 # Prints a table: prompts, samples, judgments, wall s, peak RSS MiB.

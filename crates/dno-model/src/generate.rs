@@ -331,7 +331,6 @@ fn generate_chunk(
     let mut cache = KvCache {
         layers: per_layer.into_iter().map(|(k, v)| Some((Tensor::cat(k, 0), Tensor::cat(v, 0)))).collect(),
         len: p_max,
-        reserve: 0,
     };
 
     // 2. First token of every row from its prompt's logits.

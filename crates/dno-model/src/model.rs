@@ -111,13 +111,11 @@ pub struct KvCache {
     pub layers: Vec<Option<(Tensor<4>, Tensor<4>)>>,
     /// Filled positions.
     pub len: usize,
-    /// Capacity to allocate on first use (positions); buffers grow by doubling past it.
-    pub reserve: usize,
 }
 
 impl KvCache {
     pub fn new(n_layers: usize) -> Self {
-        KvCache { layers: vec![None; n_layers], len: 0, reserve: 0 }
+        KvCache { layers: vec![None; n_layers], len: 0 }
     }
     /// Number of cached positions (0 when empty).
     pub fn len(&self) -> usize {
@@ -140,11 +138,11 @@ impl KvCache {
 }
 
 /// Writes `k`, `v` (`[B, H, T, hd]`) at positions `past..past + T` of a layer's buffers and returns
-/// views of the filled prefix `[B, H, past + T, hd]`.
+/// views of the filled prefix `[B, H, past + T, hd]`. A full buffer grows by doubling (callers that
+/// know the final length, like `generate`, allocate it up front).
 fn cache_append(
     slot: &mut Option<(Tensor<4>, Tensor<4>)>,
     past: usize,
-    reserve: usize,
     k: Tensor<4>,
     v: Tensor<4>,
 ) -> (Tensor<4>, Tensor<4>) {
@@ -158,12 +156,11 @@ fn cache_append(
     let (kb, vb) = match slot.take() {
         Some((kb, vb)) if kb.dims()[2] >= need => (kb, vb),
         Some((kb, vb)) => {
-            let cap = need.max(2 * kb.dims()[2]).max(reserve);
+            let cap = need.max(2 * kb.dims()[2]);
             (grow(kb, cap), grow(vb, cap))
         }
         None => {
-            let cap = need.max(reserve);
-            (Tensor::zeros([b, h, cap, d], &device), Tensor::zeros([b, h, cap, d], &device))
+            (Tensor::zeros([b, h, need, d], &device), Tensor::zeros([b, h, need, d], &device))
         }
     };
     let range = [0..b, 0..h, past..need, 0..d];
@@ -174,8 +171,8 @@ fn cache_append(
     views
 }
 
-/// One layer's cache slot, its filled positions and the capacity to reserve.
-pub type LayerCache<'a> = (&'a mut Option<(Tensor<4>, Tensor<4>)>, usize, usize);
+/// One layer's cache slot and its filled positions.
+pub type LayerCache<'a> = (&'a mut Option<(Tensor<4>, Tensor<4>)>, usize);
 
 /// RoPE tables for one call: cos/sin of shape `[B, 1, T, head_dim]` (rotate-half layout).
 pub struct Rope {
@@ -221,8 +218,8 @@ impl Rope {
 }
 
 impl Attention {
-    /// x: `[B, T, D]`; mask: additive `[B or 1, 1, T, S]`; with a cache (slot, filled positions,
-    /// reserve), new keys are appended.
+    /// x: `[B, T, D]`; mask: additive `[B or 1, 1, T, S]`; with a cache (slot, filled positions),
+    /// new keys are appended.
     pub fn forward(&self, x: Tensor<3>, rope: &Rope, mask: &Tensor<4>, cache: Option<LayerCache<'_>>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
@@ -232,7 +229,7 @@ impl Attention {
         let q = rope.apply(q);
         let k = rope.apply(k);
         let (k, v) = match cache {
-            Some((slot, past, reserve)) => cache_append(slot, past, reserve, k, v),
+            Some((slot, past)) => cache_append(slot, past, k, v),
             None => (k, v),
         };
         let s = k.dims()[2];
@@ -458,7 +455,7 @@ impl Llama {
         let [b, t] = tokens.dims();
         let device = tokens.device();
         if cache.layers.len() != self.layers.len() {
-            *cache = KvCache { reserve: cache.reserve, ..KvCache::new(self.layers.len()) };
+            *cache = KvCache::new(self.layers.len());
         }
         let past = cache.len();
         let s = past + t;
@@ -478,9 +475,8 @@ impl Llama {
         }
         let mask = Tensor::<4>::from_data(TensorData::new(mask, [b, 1, t, s]), &device);
         let mut x = self.embed(tokens);
-        let reserve = cache.reserve;
         for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(x, &rope, &mask, Some((slot, past, reserve)));
+            x = layer.forward(x, &rope, &mask, Some((slot, past)));
         }
         cache.len = s;
         self.norm.forward(x)
