@@ -58,6 +58,19 @@ impl DeviceSpec {
     }
 }
 
+/// How many data-parallel shards a batch is split into on `device` (a plain or autodiff device):
+/// one per rayon thread on the CPU, where burn's backend runs element-wise ops on the calling
+/// thread and only matmuls on all cores, so shards run side by side keep every core busy; 1 on
+/// a GPU, which parallelises inside each op.
+pub fn data_parallel_shards(device: &Device) -> usize {
+    let plain = device.clone().inner();
+    if plain == Device::flex() {
+        rayon::current_num_threads()
+    } else {
+        1
+    }
+}
+
 /// Keeps freed tensor buffers inside the process. burn's CPU backend allocates a fresh buffer for
 /// almost every op; with glibc's defaults each buffer over the (adaptive) mmap threshold is mapped
 /// and unmapped every time, so every op paid page faults and page zeroing. Raising the threshold to

@@ -3,6 +3,7 @@
 //! ```text
 //! cargo run --release -p dno-train --example bench_train -- \
 //!     [--model PATH] [--steps 3] [--batch 8] [--seq-len 120] [--prompt-len 40] [--lora RANK] [--device cpu]
+//!     [--shards N]   # data-parallel shards per batch (default: one per core on the CPU)
 //! ```
 //!
 //! Default model: `$HOME/.cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/fetch_smollm2.sh).
@@ -61,6 +62,7 @@ fn main() -> Result<()> {
         .unwrap_or_default();
     let (mut steps, mut batch, mut seq_len, mut prompt_len, mut lora, mut device_spec) =
         (3usize, 8usize, 120usize, 40usize, None::<usize>, "cpu".to_string());
+    let mut shards = None::<usize>;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -72,6 +74,7 @@ fn main() -> Result<()> {
             "--prompt-len" => prompt_len = val()?.parse()?,
             "--lora" => lora = Some(val()?.parse()?),
             "--device" => device_spec = val()?,
+            "--shards" => shards = Some(val()?.parse()?),
             other => bail!("unknown argument {other}"),
         }
     }
@@ -120,7 +123,7 @@ fn main() -> Result<()> {
         ..TrainConfig::default()
     };
     let out = tempfile::tempdir()?;
-    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(false)) };
+    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(false)), shards };
     let load_before = load_average();
     let cpu0 = cpu_seconds();
     let t_all = Instant::now();

@@ -89,6 +89,9 @@ pub struct StepMetrics {
 pub struct RunOptions {
     pub resume: bool,
     pub stop: Arc<AtomicBool>,
+    /// Data-parallel shards per micro-batch (and per reference batch); `None` picks
+    /// [`dno_model::device::data_parallel_shards`]: one per core on the CPU, 1 on a GPU.
+    pub shards: Option<usize>,
 }
 
 /// What [`train`] returns.

@@ -13,6 +13,7 @@ use anyhow::{Context, Result};
 use burn::module::{Module, ModuleVisitor, Param};
 use burn::tensor::{Device, Tensor};
 use dno_model::Llama;
+use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
@@ -72,7 +73,8 @@ pub fn fingerprint(model: &Llama, examples: &[TrainExample], max_len: usize) -> 
 
 /// Computes log π_t(y⁺|x) and log π_t(y⁻|x) for every example with `model` (no gradients:
 /// the model must be on a plain, non-autodiff device). Examples are processed in order of
-/// length so that each batch pads little; `batch_pairs` pairs (2× sequences) per forward.
+/// length so that each batch pads little; `batch_pairs` pairs (2× sequences) per batch, split
+/// into `shards` parts that run side by side.
 /// Returns `None` when `stop` is raised between two batches.
 pub fn compute(
     model: &Llama,
@@ -80,6 +82,7 @@ pub fn compute(
     max_len: usize,
     batch_pairs: usize,
     device: &Device,
+    shards: usize,
     stop: &AtomicBool,
 ) -> Result<Option<Vec<RefLogps>>> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -90,25 +93,56 @@ pub fn compute(
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        let mut seqs: Vec<(&[u32], &[u32])> = Vec::new();
-        for &i in chunk {
-            seqs.push((&examples[i].prompt_tokens, &examples[i].chosen_tokens));
-        }
-        let with_rejected: Vec<usize> = chunk.iter().copied().filter(|&i| examples[i].rejected_tokens.is_some()).collect();
-        for &i in &with_rejected {
-            seqs.push((&examples[i].prompt_tokens, examples[i].rejected_tokens.as_deref().unwrap_or_default()));
-        }
-        let batch = PackedBatch::pack(&seqs, max_len, 0)
-            .with_context(|| format!("reference pass, batch starting at example {:?}", examples[chunk[0]].id))?;
-        let logps = to_host(sequence_logps(model, &batch, device))?;
-        for (k, &i) in chunk.iter().enumerate() {
-            out[i].chosen = logps[k];
-        }
-        for (k, &i) in with_rejected.iter().enumerate() {
-            out[i].rejected = Some(logps[chunk.len() + k]);
+        // One shard per core (see `data_parallel_shards`), run side by side.
+        let parts = split_even(chunk, shards);
+        let results: Vec<Result<Vec<(usize, RefLogps)>>> =
+            parts.par_iter().map(|part| reference_part(model, examples, part, max_len, device)).collect();
+        for r in results {
+            for (i, logps) in r? {
+                out[i] = logps;
+            }
         }
     }
     Ok(Some(out))
+}
+
+/// `ids` cut into at most `n` contiguous, non-empty parts whose sizes differ by at most one.
+pub(crate) fn split_even(ids: &[usize], n: usize) -> Vec<&[usize]> {
+    let n = n.clamp(1, ids.len().max(1));
+    let (base, extra) = (ids.len() / n, ids.len() % n);
+    let mut parts = Vec::with_capacity(n);
+    let mut start = 0;
+    for k in 0..n {
+        let len = base + usize::from(k < extra);
+        parts.push(&ids[start..start + len]);
+        start += len;
+    }
+    parts
+}
+
+/// Reference log-probs of the examples `part` in one forward (chosen and rejected together).
+fn reference_part(
+    model: &Llama,
+    examples: &[TrainExample],
+    part: &[usize],
+    max_len: usize,
+    device: &Device,
+) -> Result<Vec<(usize, RefLogps)>> {
+    let mut seqs: Vec<(&[u32], &[u32])> = part.iter().map(|&i| (&examples[i].prompt_tokens[..], &examples[i].chosen_tokens[..])).collect();
+    let with_rejected: Vec<usize> = part.iter().copied().filter(|&i| examples[i].rejected_tokens.is_some()).collect();
+    for &i in &with_rejected {
+        seqs.push((&examples[i].prompt_tokens, examples[i].rejected_tokens.as_deref().unwrap_or_default()));
+    }
+    let batch = PackedBatch::pack(&seqs, max_len, 0)
+        .with_context(|| format!("reference pass, batch starting at example {:?}", examples[part[0]].id))?;
+    let logps = to_host(sequence_logps(model, &batch, device))?;
+    let mut out: Vec<(usize, RefLogps)> =
+        part.iter().enumerate().map(|(k, &i)| (i, RefLogps { chosen: logps[k], rejected: None })).collect();
+    for (k, &i) in with_rejected.iter().enumerate() {
+        let slot = part.iter().position(|&j| j == i).unwrap_or_default();
+        out[slot].1.rejected = Some(logps[part.len() + k]);
+    }
+    Ok(out)
 }
 
 /// Reads the cache when its fingerprint matches, else computes and writes it (atomically).
@@ -123,6 +157,7 @@ pub fn load_or_compute(
     batch_pairs: usize,
     out_dir: &Path,
     device: &Device,
+    shards: usize,
     stop: &AtomicBool,
 ) -> Result<Option<(Vec<RefLogps>, bool)>> {
     let path = out_dir.join(CACHE_FILE);
@@ -143,7 +178,7 @@ pub fn load_or_compute(
         }
         log::info!("reference cache {} is for another model/data; recomputing", path.display());
     }
-    let Some(logps) = compute(model, examples, max_len, batch_pairs, device, stop)? else {
+    let Some(logps) = compute(model, examples, max_len, batch_pairs, device, shards, stop)? else {
         return Ok(None);
     };
     let cache = CacheFile {

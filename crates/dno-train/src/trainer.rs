@@ -17,7 +17,9 @@ use crate::batch::{sequence_logps, to_host, PackedBatch};
 use crate::checkpoint::{self, TrainState};
 use crate::config::epoch_order;
 use crate::loss::{pair_losses, PairLogps, PairTargetTensors};
-use crate::reference::{self, RefLogps};
+use crate::reference::{self, split_even, RefLogps};
+use rayon::prelude::*;
+
 use crate::{optim, RunOptions, StepMetrics, TrainConfig, TrainExample, TrainOutcome};
 
 /// Pad token for right padding. Any valid id works: padded positions are never attended to
@@ -63,6 +65,8 @@ pub fn train(
         }
     }
 
+    let shards = opts.shards.unwrap_or_else(|| dno_model::device::data_parallel_shards(device)).max(1);
+
     // 1. Reference log-probs of π_t (no gradients), cached.
     let preference = cfg.loss != LossKind::Sft;
     let t_ref = Instant::now();
@@ -76,6 +80,7 @@ pub fn train(
             cfg.batch_size,
             out_dir,
             device,
+            shards,
             &opts.stop,
         )?;
         match computed {
@@ -146,7 +151,7 @@ pub fn train(
         let lr = cfg.lr_at(state.step, total);
 
         let t_step = Instant::now();
-        let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad)?;
+        let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad, shards)?;
         let (grads, grad_norm) = optim::clip_global_norm(&policy, grads, cfg.max_grad_norm)?;
         policy = optim.step(lr, policy, grads);
         let secs = t_step.elapsed().as_secs_f64();
@@ -222,6 +227,15 @@ struct StepAcc {
 }
 
 impl StepAcc {
+    /// Adds a shard's sums (`examples` is set once per step, not summed).
+    fn add(&mut self, o: &StepAcc) {
+        self.loss += o.loss;
+        self.tokens += o.tokens;
+        self.correct += o.correct;
+        self.sum_a += o.sum_a;
+        self.sum_b += o.sum_b;
+    }
+
     #[allow(clippy::too_many_arguments)]
     fn metrics(&self, step: usize, epoch: f64, grad_norm: f64, lr: f64, secs: f64, elapsed_s: f64, preference: bool, eta: f64) -> StepMetrics {
         let k = self.examples.max(1) as f64;
@@ -252,6 +266,13 @@ fn f32_tensor(values: impl Iterator<Item = f64>, device: &Device) -> Tensor<1> {
 /// Forward + backward over the step's examples in micro-batches of `batch_size`, accumulating
 /// gradients. Each micro-batch's loss is Σ_i w_i ℓ_i / |step|, so the accumulated gradient is
 /// that of the weighted mean over the whole step whatever the micro-batching.
+///
+/// On the CPU a micro-batch is split by pair into one shard per core and the shards run
+/// forward + backward at the same time, each on its own fork of the policy (same parameter
+/// ids, its own autodiff graph), and their gradients are summed: data parallelism across cores.
+/// burn's CPU backend runs element-wise ops on the calling thread and only its matmuls on all
+/// cores, so one shard at a time left a core idle for much of each step.
+#[allow(clippy::too_many_arguments)]
 fn step_gradients(
     policy: &Llama,
     examples: &[TrainExample],
@@ -260,65 +281,88 @@ fn step_gradients(
     cfg: &TrainConfig,
     loss_cfg: &LossConfig,
     device: &Device,
+    shards: usize,
 ) -> Result<(GradientsParams, StepAcc)> {
-    let preference = cfg.loss != LossKind::Sft;
     let mut accum = GradientsAccumulator::<Llama>::new();
     let mut acc = StepAcc { examples: ids.len(), ..Default::default() };
+    let run = |model: &Llama, part: &[usize]| shard_gradients(model, examples, refs, part, ids.len(), cfg, loss_cfg, device);
     for micro in ids.chunks(cfg.batch_size) {
-        let b = micro.len();
-        let mut seqs: Vec<(&[u32], &[u32])> = micro
-            .iter()
-            .map(|&i| (examples[i].prompt_tokens.as_slice(), examples[i].chosen_tokens.as_slice()))
-            .collect();
-        if preference {
-            for &i in micro {
-                let rejected = examples[i].rejected_tokens.as_deref().unwrap_or_default();
-                seqs.push((examples[i].prompt_tokens.as_slice(), rejected));
-            }
-        }
-        let batch = PackedBatch::pack(&seqs, cfg.max_len, PAD_ID)
-            .with_context(|| format!("batch starting at example {:?}", examples[micro[0]].id))?;
-        acc.tokens += batch.real_tokens;
-        // One forward for chosen and rejected together (2b rows).
-        let logps = sequence_logps(policy, &batch, device);
-        let policy_chosen = logps.clone().narrow(0, 0, b);
-        let x = if preference {
-            PairLogps {
-                policy_chosen,
-                policy_rejected: Some(logps.narrow(0, b, b)),
-                ref_chosen: Some(f32_tensor(micro.iter().map(|&i| refs[i].chosen), device)),
-                ref_rejected: Some(f32_tensor(micro.iter().map(|&i| refs[i].rejected.unwrap_or_default()), device)),
-            }
+        let parts = split_even(micro, shards);
+        let results: Vec<Result<(GradientsParams, StepAcc)>> = if parts.len() == 1 {
+            vec![run(policy, micro)]
         } else {
-            PairLogps { policy_chosen, policy_rejected: None, ref_chosen: None, ref_rejected: None }
+            parts.par_iter().map(|part| run(&policy.clone().fork(device), part)).collect()
         };
-        let ex = |f: fn(&TrainExample) -> f64| f32_tensor(micro.iter().map(|&i| f(&examples[i])), device);
-        let targets = PairTargetTensors {
-            z: ex(|e| e.target),
-            p_win: ex(|e| e.chosen_winrate),
-            p_lose: ex(|e| e.rejected_winrate),
-        };
-        let weights = ex(|e| e.weight);
-        let losses = pair_losses(loss_cfg, &x, &targets)?;
-        let loss = (losses * weights).sum().div_scalar(ids.len() as f64);
-        let grads = loss.backward();
-        acc.loss += to_host(loss.detach())?[0];
-        if preference {
-            let pc = to_host(x.policy_chosen.detach())?;
-            let pr = to_host(x.policy_rejected.map(|t| t.detach()).context("rejected log-probs")?)?;
-            for (k, &i) in micro.iter().enumerate() {
-                let a = pc[k] - refs[i].chosen;
-                let bb = pr[k] - refs[i].rejected.unwrap_or_default();
-                acc.sum_a += a;
-                acc.sum_b += bb;
-                if a > bb {
-                    acc.correct += 1;
-                }
-            }
+        for r in results {
+            let (grads, part_acc) = r?;
+            acc.add(&part_acc);
+            accum.accumulate(policy, grads);
         }
-        accum.accumulate(policy, GradientsParams::from_grads(grads, policy));
     }
     Ok((accum.grads(), acc))
+}
+
+/// Loss Σ_{i ∈ part} w_i ℓ_i / `step_examples` on `model` (chosen and rejected sequences in one
+/// forward), its gradients, and the part's metric sums.
+#[allow(clippy::too_many_arguments)]
+fn shard_gradients(
+    model: &Llama,
+    examples: &[TrainExample],
+    refs: &[RefLogps],
+    part: &[usize],
+    step_examples: usize,
+    cfg: &TrainConfig,
+    loss_cfg: &LossConfig,
+    device: &Device,
+) -> Result<(GradientsParams, StepAcc)> {
+    let preference = cfg.loss != LossKind::Sft;
+    let mut acc = StepAcc::default();
+    let b = part.len();
+    let mut seqs: Vec<(&[u32], &[u32])> =
+        part.iter().map(|&i| (examples[i].prompt_tokens.as_slice(), examples[i].chosen_tokens.as_slice())).collect();
+    if preference {
+        for &i in part {
+            let rejected = examples[i].rejected_tokens.as_deref().unwrap_or_default();
+            seqs.push((examples[i].prompt_tokens.as_slice(), rejected));
+        }
+    }
+    let batch = PackedBatch::pack(&seqs, cfg.max_len, PAD_ID)
+        .with_context(|| format!("batch starting at example {:?}", examples[part[0]].id))?;
+    acc.tokens += batch.real_tokens;
+    // One forward for chosen and rejected together (2b rows).
+    let logps = sequence_logps(model, &batch, device);
+    let policy_chosen = logps.clone().narrow(0, 0, b);
+    let x = if preference {
+        PairLogps {
+            policy_chosen,
+            policy_rejected: Some(logps.narrow(0, b, b)),
+            ref_chosen: Some(f32_tensor(part.iter().map(|&i| refs[i].chosen), device)),
+            ref_rejected: Some(f32_tensor(part.iter().map(|&i| refs[i].rejected.unwrap_or_default()), device)),
+        }
+    } else {
+        PairLogps { policy_chosen, policy_rejected: None, ref_chosen: None, ref_rejected: None }
+    };
+    let ex = |f: fn(&TrainExample) -> f64| f32_tensor(part.iter().map(|&i| f(&examples[i])), device);
+    let targets = PairTargetTensors { z: ex(|e| e.target), p_win: ex(|e| e.chosen_winrate), p_lose: ex(|e| e.rejected_winrate) };
+    let weights = ex(|e| e.weight);
+    let losses = pair_losses(loss_cfg, &x, &targets)?;
+    let loss = (losses * weights).sum().div_scalar(step_examples as f64);
+    let grads = loss.backward();
+    acc.loss += to_host(loss.detach())?[0];
+    if preference {
+        let pc = to_host(x.policy_chosen.detach())?;
+        let pr = to_host(x.policy_rejected.map(|t| t.detach()).context("rejected log-probs")?)?;
+        for (k, &i) in part.iter().enumerate() {
+            let a = pc[k] - refs[i].chosen;
+            let bb = pr[k] - refs[i].rejected.unwrap_or_default();
+            acc.sum_a += a;
+            acc.sum_b += bb;
+            if a > bb {
+                acc.correct += 1;
+            }
+        }
+    }
+    Ok((GradientsParams::from_grads(grads, model), acc))
 }
 
 /// Clear, one-line errors for examples that cannot be trained on.

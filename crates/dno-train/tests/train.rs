@@ -55,7 +55,7 @@ fn run(
     let device = Device::flex();
     let stop = Arc::new(AtomicBool::new(false));
     let flag = stop.clone();
-    let opts = RunOptions { resume, stop };
+    let opts = RunOptions { resume, stop, ..Default::default() };
     train(tiny_model(model_seed, &device), examples.to_vec(), cfg, out, &device, opts, |m: &StepMetrics| {
         if Some(m.step) == stop_after {
             flag.store(true, Ordering::SeqCst);
@@ -159,6 +159,39 @@ fn gradient_accumulation_matches_one_big_batch() {
     }
 }
 
+/// Data-parallel shards (one per core on the CPU) change only the summation order: the same
+/// losses, gradient norms and updates as one shard, for every loss.
+#[test]
+fn data_parallel_shards_match_one_shard() {
+    let examples = pairs(8, 5);
+    let lora = LoraConfig { rank: 4, alpha: 8.0, targets: vec!["q_proj".into(), "down_proj".into()] };
+    let configs = [
+        base_cfg(LossKind::Dpo),
+        base_cfg(LossKind::Dno),
+        base_cfg(LossKind::Sft),
+        TrainConfig { lora: Some(lora), ..base_cfg(LossKind::Dpo) },
+    ];
+    for cfg in configs {
+        let loss = if cfg.lora.is_some() { "dpo+lora".to_string() } else { cfg.loss.to_string() };
+        let mut runs = Vec::new();
+        for shards in [1, 2, 3] {
+            let dir = tempfile::tempdir().unwrap();
+            let device = Device::flex();
+            let opts = RunOptions { shards: Some(shards), ..Default::default() };
+            let out = train(tiny_model(9, &device), examples.clone(), &cfg, dir.path(), &device, opts, |_| {}).unwrap();
+            assert_eq!(out.total_steps, 2);
+            runs.push(out.metrics);
+        }
+        for (k, m) in runs.iter().enumerate().skip(1) {
+            for (a, b) in m.iter().zip(&runs[0]) {
+                assert!((a.loss - b.loss).abs() < 1e-5, "{loss} shards #{k} step {}: loss {} vs {}", a.step, a.loss, b.loss);
+                assert!((a.grad_norm - b.grad_norm).abs() < 1e-4 * b.grad_norm, "{loss} shards #{k}: {} vs {}", a.grad_norm, b.grad_norm);
+                assert_eq!((a.tokens, a.reward_accuracy), (b.tokens, b.reward_accuracy));
+            }
+        }
+    }
+}
+
 /// LoRA: only adapters train; the merged export computes the same logits as base + adapters.
 #[test]
 fn lora_merged_and_unmerged_logits_agree() {
@@ -240,7 +273,7 @@ fn bad_examples_and_configs_are_clear_errors() {
 fn stop_during_reference_pass_returns_interrupted() {
     let device = Device::flex();
     let dir = tempfile::tempdir().unwrap();
-    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(true)) };
+    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(true)), ..Default::default() };
     let out = train(tiny_model(2, &device), pairs(4, 2), &base_cfg(LossKind::Dpo), dir.path(), &device, opts, |_| {}).unwrap();
     assert!(out.interrupted);
     assert_eq!(out.steps_done, 0);

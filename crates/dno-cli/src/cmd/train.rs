@@ -214,7 +214,7 @@ pub fn run(a: Args) -> Result<()> {
     let total = cfg.total_steps(examples.len()) as u64;
     let pb = super::progress(total, "training");
     let mut ticker = super::Ticker::new(30);
-    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: a.resume, stop: stop_flag() }, |m| {
+    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: a.resume, stop: stop_flag(), ..Default::default() }, |m| {
         pb.set_position(m.step as u64);
         let acc = m.reward_accuracy.map(|x| format!(" acc {x:.2}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{acc} gnorm {:.2} lr {:.2e} {:.0} tok/s", m.loss, m.grad_norm, m.lr, m.tokens_per_s));
