@@ -272,7 +272,7 @@ pub struct Llama {
 }
 
 /// Additive mask value for disallowed attention.
-const MASKED: f32 = -1e30;
+pub const MASKED: f32 = -1e30;
 
 /// Source of HF-named weights (`model.layers.0.self_attn.q_proj.weight`, ...) in PyTorch layout,
 /// converted to f32. Returns `Ok(None)` when the tensor is absent.
@@ -408,15 +408,19 @@ impl Llama {
     /// Full causal forward without cache: tokens `[B, T]` -> final-normed hidden states `[B, T, D]`.
     /// Works on an autodiff device.
     pub fn forward_hidden(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
-        let [b, t] = tokens.dims();
+        let t = tokens.dims()[1];
         let device = tokens.device();
-        let positions: Vec<Vec<usize>> = vec![(0..t).collect()];
-        let rope = Rope::new(&self.inv_freq, &positions, &device);
-        let mask = causal_mask(t, &device);
-        let _ = b;
+        let rope = Rope::new(&self.inv_freq, &[(0..t).collect()], &device);
+        self.forward_hidden_with(tokens, &rope, &causal_mask(t, &device))
+    }
+
+    /// Forward without cache with explicit RoPE positions and an additive attention mask
+    /// `[B or 1, 1, T, T]` (0 = visible, `MASKED` = hidden): several sequences can share one row,
+    /// e.g. a prompt followed by two responses that each see the prompt but not each other.
+    pub fn forward_hidden_with(&self, tokens: Tensor<2, Int>, rope: &Rope, mask: &Tensor<4>) -> Tensor<3> {
         let mut x = self.embed(tokens);
         for layer in &self.layers {
-            x = layer.forward(x, &rope, &mask, None);
+            x = layer.forward(x, rope, mask, None);
         }
         self.norm.forward(x)
     }

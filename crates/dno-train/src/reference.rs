@@ -120,7 +120,7 @@ pub(crate) fn split_even(ids: &[usize], n: usize) -> Vec<&[usize]> {
     parts
 }
 
-/// Reference log-probs of the examples `part` in one forward (chosen and rejected together).
+/// Reference log-probs of the examples `part` in one forward (one row per pair, as in training).
 fn reference_part(
     model: &Llama,
     examples: &[TrainExample],
@@ -128,19 +128,21 @@ fn reference_part(
     max_len: usize,
     device: &Device,
 ) -> Result<Vec<(usize, RefLogps)>> {
-    let mut seqs: Vec<(&[u32], &[u32])> = part.iter().map(|&i| (&examples[i].prompt_tokens[..], &examples[i].chosen_tokens[..])).collect();
-    let with_rejected: Vec<usize> = part.iter().copied().filter(|&i| examples[i].rejected_tokens.is_some()).collect();
-    for &i in &with_rejected {
-        seqs.push((&examples[i].prompt_tokens, examples[i].rejected_tokens.as_deref().unwrap_or_default()));
-    }
-    let batch = PackedBatch::pack(&seqs, max_len, 0)
+    let pairs: Vec<(&[u32], &[u32], Option<&[u32]>)> = part
+        .iter()
+        .map(|&i| (&examples[i].prompt_tokens[..], &examples[i].chosen_tokens[..], examples[i].rejected_tokens.as_deref()))
+        .collect();
+    let batch = PackedBatch::pack_pairs(&pairs, max_len, 0)
         .with_context(|| format!("reference pass, batch starting at example {:?}", examples[part[0]].id))?;
     let logps = to_host(sequence_logps(model, &batch, device))?;
-    let mut out: Vec<(usize, RefLogps)> =
-        part.iter().enumerate().map(|(k, &i)| (i, RefLogps { chosen: logps[k], rejected: None })).collect();
-    for (k, &i) in with_rejected.iter().enumerate() {
-        let slot = part.iter().position(|&j| j == i).unwrap_or_default();
-        out[slot].1.rejected = Some(logps[part.len() + k]);
+    let mut next_rejected = part.len();
+    let mut out = Vec::with_capacity(part.len());
+    for (k, &i) in part.iter().enumerate() {
+        let rejected = examples[i].rejected_tokens.as_ref().map(|_| {
+            next_rejected += 1;
+            logps[next_rejected - 1]
+        });
+        out.push((i, RefLogps { chosen: logps[k], rejected }));
     }
     Ok(out)
 }

@@ -302,8 +302,8 @@ fn step_gradients(
     Ok((accum.grads(), acc))
 }
 
-/// Loss Σ_{i ∈ part} w_i ℓ_i / `step_examples` on `model` (chosen and rejected sequences in one
-/// forward), its gradients, and the part's metric sums.
+/// Loss Σ_{i ∈ part} w_i ℓ_i / `step_examples` on `model` (each pair one row, prompt ++ chosen ++
+/// rejected, in one forward), its gradients, and the part's metric sums.
 #[allow(clippy::too_many_arguments)]
 fn shard_gradients(
     model: &Llama,
@@ -318,18 +318,18 @@ fn shard_gradients(
     let preference = cfg.loss != LossKind::Sft;
     let mut acc = StepAcc::default();
     let b = part.len();
-    let mut seqs: Vec<(&[u32], &[u32])> =
-        part.iter().map(|&i| (examples[i].prompt_tokens.as_slice(), examples[i].chosen_tokens.as_slice())).collect();
-    if preference {
-        for &i in part {
-            let rejected = examples[i].rejected_tokens.as_deref().unwrap_or_default();
-            seqs.push((examples[i].prompt_tokens.as_slice(), rejected));
-        }
-    }
-    let batch = PackedBatch::pack(&seqs, cfg.max_len, PAD_ID)
+    let pairs: Vec<(&[u32], &[u32], Option<&[u32]>)> = part
+        .iter()
+        .map(|&i| {
+            let e = &examples[i];
+            let rejected = preference.then(|| e.rejected_tokens.as_deref().unwrap_or_default());
+            (e.prompt_tokens.as_slice(), e.chosen_tokens.as_slice(), rejected)
+        })
+        .collect();
+    let batch = PackedBatch::pack_pairs(&pairs, cfg.max_len, PAD_ID)
         .with_context(|| format!("batch starting at example {:?}", examples[part[0]].id))?;
     acc.tokens += batch.real_tokens;
-    // One forward for chosen and rejected together (2b rows).
+    // One forward for chosen and rejected together (one row per pair, prompt shared).
     let logps = sequence_logps(model, &batch, device);
     let policy_chosen = logps.clone().narrow(0, 0, b);
     let x = if preference {

@@ -159,6 +159,29 @@ fn gradient_accumulation_matches_one_big_batch() {
     }
 }
 
+/// A pair packed into one row (prompt ++ chosen ++ rejected, shared prompt) scores each response
+/// exactly as its own row does, also with pairs of different lengths and padding in one batch.
+#[test]
+fn shared_prompt_rows_score_like_separate_rows() {
+    let device = Device::flex();
+    let model = tiny_model(5, &device).model;
+    let mut examples = pairs(6, 11);
+    examples[1].rejected_tokens.as_mut().unwrap().truncate(1);
+    examples[2].prompt_tokens.truncate(1);
+    examples[3].chosen_tokens.extend([3, 4, 5, 6, 7, 8, 9]);
+    let packed: Vec<(&[u32], &[u32], Option<&[u32]>)> =
+        examples.iter().map(|e| (e.prompt_tokens.as_slice(), e.chosen_tokens.as_slice(), e.rejected_tokens.as_deref())).collect();
+    let mut separate: Vec<(&[u32], &[u32])> = examples.iter().map(|e| (e.prompt_tokens.as_slice(), e.chosen_tokens.as_slice())).collect();
+    separate.extend(examples.iter().map(|e| (e.prompt_tokens.as_slice(), e.rejected_tokens.as_deref().unwrap())));
+    let a = to_host(sequence_logps(&model, &PackedBatch::pack_pairs(&packed, 64, 0).unwrap(), &device)).unwrap();
+    let b = to_host(sequence_logps(&model, &PackedBatch::pack(&separate, 64, 0).unwrap(), &device)).unwrap();
+    assert_eq!(a.len(), 12);
+    for (k, (x, y)) in a.iter().zip(&b).enumerate() {
+        assert!((x - y).abs() < 1e-4, "sequence {k}: packed {x} vs separate {y}");
+    }
+    assert!(a.iter().all(|x| x.is_finite() && *x < 0.0));
+}
+
 /// Data-parallel shards (one per core on the CPU) change only the summation order: the same
 /// losses, gradient norms and updates as one shard, for every loss.
 #[test]
