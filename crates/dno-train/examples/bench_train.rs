@@ -123,7 +123,7 @@ fn main() -> Result<()> {
         ..TrainConfig::default()
     };
     let out = tempfile::tempdir()?;
-    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(false)), shards };
+    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(false)), shards, ..Default::default() };
     let load_before = load_average();
     let cpu0 = cpu_seconds();
     let t_all = Instant::now();

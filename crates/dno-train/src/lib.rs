@@ -22,6 +22,7 @@ pub mod checkpoint;
 pub mod config;
 pub mod loss;
 pub mod optim;
+pub mod parallel;
 pub mod reference;
 mod trainer;
 
@@ -89,9 +90,14 @@ pub struct StepMetrics {
 pub struct RunOptions {
     pub resume: bool,
     pub stop: Arc<AtomicBool>,
-    /// Data-parallel shards per micro-batch (and per reference batch); `None` picks
-    /// [`dno_model::device::data_parallel_shards`]: one per core on the CPU, 1 on a GPU.
+    /// Data-parallel shards per micro-batch (and per reference batch) on the training device;
+    /// `None` picks [`dno_model::device::data_parallel_shards`]: one per core on the CPU, 1 on a
+    /// GPU. Ignored when `devices` is set.
     pub shards: Option<usize>,
+    /// Data parallelism across devices (e.g. two GPUs): shard k of every batch runs on
+    /// `devices[k]` (plain devices; the first should be the training device, which holds the
+    /// optimiser and receives the summed gradients). Empty: the training device alone.
+    pub devices: Vec<burn::tensor::Device>,
 }
 
 /// What [`train`] returns.

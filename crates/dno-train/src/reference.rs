@@ -18,6 +18,7 @@ use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
 use crate::batch::{sequence_logps, to_host, PackedBatch};
+use crate::parallel::{split_even, ShardPlan};
 use crate::TrainExample;
 
 pub const CACHE_FILE: &str = "ref_logps.json";
@@ -73,16 +74,15 @@ pub fn fingerprint(model: &Llama, examples: &[TrainExample], max_len: usize) -> 
 
 /// Computes log π_t(y⁺|x) and log π_t(y⁻|x) for every example with `model` (no gradients:
 /// the model must be on a plain, non-autodiff device). Examples are processed in order of
-/// length so that each batch pads little; `batch_pairs` pairs (2× sequences) per batch, split
-/// into `shards` parts that run side by side.
+/// length so that each batch pads little; `batch_pairs` pairs per batch, split into one part per
+/// shard of `plan`, run side by side (part k by `replicas[k]`, see [`ShardPlan::replicas`]).
 /// Returns `None` when `stop` is raised between two batches.
 pub fn compute(
-    model: &Llama,
+    replicas: &[Llama],
+    plan: &ShardPlan,
     examples: &[TrainExample],
     max_len: usize,
     batch_pairs: usize,
-    device: &Device,
-    shards: usize,
     stop: &AtomicBool,
 ) -> Result<Option<Vec<RefLogps>>> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
@@ -93,10 +93,12 @@ pub fn compute(
         if stop.load(Ordering::SeqCst) {
             return Ok(None);
         }
-        // One shard per core (see `data_parallel_shards`), run side by side.
-        let parts = split_even(chunk, shards);
-        let results: Vec<Result<Vec<(usize, RefLogps)>>> =
-            parts.par_iter().map(|part| reference_part(model, examples, part, max_len, device)).collect();
+        let parts = split_even(chunk, plan.len());
+        let results: Vec<Result<Vec<(usize, RefLogps)>>> = parts
+            .par_iter()
+            .enumerate()
+            .map(|(k, part)| reference_part(&replicas[k], examples, part, max_len, &plan.devices[k]))
+            .collect();
         for r in results {
             for (i, logps) in r? {
                 out[i] = logps;
@@ -104,20 +106,6 @@ pub fn compute(
         }
     }
     Ok(Some(out))
-}
-
-/// `ids` cut into at most `n` contiguous, non-empty parts whose sizes differ by at most one.
-pub(crate) fn split_even(ids: &[usize], n: usize) -> Vec<&[usize]> {
-    let n = n.clamp(1, ids.len().max(1));
-    let (base, extra) = (ids.len() / n, ids.len() % n);
-    let mut parts = Vec::with_capacity(n);
-    let mut start = 0;
-    for k in 0..n {
-        let len = base + usize::from(k < extra);
-        parts.push(&ids[start..start + len]);
-        start += len;
-    }
-    parts
 }
 
 /// Reference log-probs of the examples `part` in one forward (one row per pair, as in training).
@@ -159,7 +147,7 @@ pub fn load_or_compute(
     batch_pairs: usize,
     out_dir: &Path,
     device: &Device,
-    shards: usize,
+    plan: &ShardPlan,
     stop: &AtomicBool,
 ) -> Result<Option<(Vec<RefLogps>, bool)>> {
     let path = out_dir.join(CACHE_FILE);
@@ -180,7 +168,7 @@ pub fn load_or_compute(
         }
         log::info!("reference cache {} is for another model/data; recomputing", path.display());
     }
-    let Some(logps) = compute(model, examples, max_len, batch_pairs, device, shards, stop)? else {
+    let Some(logps) = compute(&plan.replicas(model, device), plan, examples, max_len, batch_pairs, stop)? else {
         return Ok(None);
     };
     let cache = CacheFile {

@@ -17,7 +17,8 @@ use crate::batch::{sequence_logps, to_host, PackedBatch};
 use crate::checkpoint::{self, TrainState};
 use crate::config::epoch_order;
 use crate::loss::{pair_losses, PairLogps, PairTargetTensors};
-use crate::reference::{self, split_even, RefLogps};
+use crate::parallel::{split_even, ShardPlan};
+use crate::reference::{self, RefLogps};
 use rayon::prelude::*;
 
 use crate::{optim, RunOptions, StepMetrics, TrainConfig, TrainExample, TrainOutcome};
@@ -65,7 +66,10 @@ pub fn train(
         }
     }
 
-    let shards = opts.shards.unwrap_or_else(|| dno_model::device::data_parallel_shards(device)).max(1);
+    let plan = ShardPlan::new(device, &opts.devices, opts.shards);
+    if plan.len() > 1 {
+        log::info!("data parallel: {} shards on {:?}", plan.len(), plan.devices);
+    }
 
     // 1. Reference log-probs of π_t (no gradients), cached.
     let preference = cfg.loss != LossKind::Sft;
@@ -80,7 +84,7 @@ pub fn train(
             cfg.batch_size,
             out_dir,
             device,
-            shards,
+            &plan,
             &opts.stop,
         )?;
         match computed {
@@ -151,7 +155,7 @@ pub fn train(
         let lr = cfg.lr_at(state.step, total);
 
         let t_step = Instant::now();
-        let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad, shards)?;
+        let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad, &plan)?;
         let (grads, grad_norm) = optim::clip_global_norm(&policy, grads, cfg.max_grad_norm)?;
         policy = optim.step(lr, policy, grads);
         let secs = t_step.elapsed().as_secs_f64();
@@ -267,11 +271,9 @@ fn f32_tensor(values: impl Iterator<Item = f64>, device: &Device) -> Tensor<1> {
 /// gradients. Each micro-batch's loss is Σ_i w_i ℓ_i / |step|, so the accumulated gradient is
 /// that of the weighted mean over the whole step whatever the micro-batching.
 ///
-/// On the CPU a micro-batch is split by pair into one shard per core and the shards run
-/// forward + backward at the same time, each on its own fork of the policy (same parameter
-/// ids, its own autodiff graph), and their gradients are summed: data parallelism across cores.
-/// burn's CPU backend runs element-wise ops on the calling thread and only its matmuls on all
-/// cores, so one shard at a time left a core idle for much of each step.
+/// A micro-batch is split by pair into the shards of `plan` (one per CPU core, or one per
+/// device), which run at the same time on their own forks of the policy; their gradients are
+/// summed on the training device ([`crate::parallel`]).
 #[allow(clippy::too_many_arguments)]
 fn step_gradients(
     policy: &Llama,
@@ -281,17 +283,29 @@ fn step_gradients(
     cfg: &TrainConfig,
     loss_cfg: &LossConfig,
     device: &Device,
-    shards: usize,
+    plan: &ShardPlan,
 ) -> Result<(GradientsParams, StepAcc)> {
     let mut accum = GradientsAccumulator::<Llama>::new();
     let mut acc = StepAcc { examples: ids.len(), ..Default::default() };
-    let run = |model: &Llama, part: &[usize]| shard_gradients(model, examples, refs, part, ids.len(), cfg, loss_cfg, device);
+    let run = |model: &Llama, part: &[usize], dev: &Device| shard_gradients(model, examples, refs, part, ids.len(), cfg, loss_cfg, dev);
+    let main = device.clone().inner();
     for micro in ids.chunks(cfg.batch_size) {
-        let parts = split_even(micro, shards);
-        let results: Vec<Result<(GradientsParams, StepAcc)>> = if parts.len() == 1 {
-            vec![run(policy, micro)]
+        let parts = split_even(micro, plan.len());
+        let results: Vec<Result<(GradientsParams, StepAcc)>> = if parts.len() == 1 && plan.devices[0] == main {
+            vec![run(policy, micro, device)]
         } else {
-            parts.par_iter().map(|part| run(&policy.clone().fork(device), part)).collect()
+            parts
+                .par_iter()
+                .enumerate()
+                .map(|(k, part)| {
+                    let here = &plan.devices[k];
+                    let ad = here.clone().autodiff();
+                    let fork = policy.clone().fork(&ad);
+                    let (grads, part_acc) = run(&fork, part, &ad)?;
+                    let grads = if *here == main { grads } else { grads.to_device(&main, &fork) };
+                    Ok((grads, part_acc))
+                })
+                .collect()
         };
         for r in results {
             let (grads, part_acc) = r?;

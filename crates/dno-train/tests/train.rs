@@ -197,10 +197,14 @@ fn data_parallel_shards_match_one_shard() {
     for cfg in configs {
         let loss = if cfg.lora.is_some() { "dpo+lora".to_string() } else { cfg.loss.to_string() };
         let mut runs = Vec::new();
-        for shards in [1, 2, 3] {
+        // 1, 2, 3 shards on the training device; then a device list (the multi-GPU path).
+        for shards in [1, 2, 3, 0] {
             let dir = tempfile::tempdir().unwrap();
             let device = Device::flex();
-            let opts = RunOptions { shards: Some(shards), ..Default::default() };
+            let opts = match shards {
+                0 => RunOptions { devices: vec![Device::flex(), Device::flex()], ..Default::default() },
+                n => RunOptions { shards: Some(n), ..Default::default() },
+            };
             let out = train(tiny_model(9, &device), examples.clone(), &cfg, dir.path(), &device, opts, |_| {}).unwrap();
             assert_eq!(out.total_steps, 2);
             runs.push(out.metrics);

@@ -75,9 +75,13 @@ pub struct Args {
     /// System message for the chat template (a row's own `system` wins).
     #[arg(long)]
     pub system: Option<String>,
-    /// cpu, cuda or cuda:N.
+    /// cpu, cuda or cuda:N. On the CPU each batch is split into one data-parallel shard per core.
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Data parallelism across devices, e.g. `cuda:0,cuda:1`: every micro-batch is split by pair
+    /// across them and the gradients are summed on the first, which replaces --device.
+    #[arg(long, value_delimiter = ',')]
+    pub devices: Vec<String>,
     /// Continue from OUT/checkpoint (same data order and optimiser state).
     #[arg(long)]
     pub resume: bool,
@@ -175,7 +179,13 @@ pub fn run(a: Args) -> Result<()> {
         let (r, rows) = read_validated::<PromptRow>(&a.prompts)?;
         (r.files().to_vec(), vec![], rows)
     };
-    let device = a.device.parse::<dno_model::DeviceSpec>()?.device()?;
+    let specs: Vec<dno_model::DeviceSpec> = if a.devices.is_empty() {
+        vec![a.device.parse().context("--device")?]
+    } else {
+        a.devices.iter().map(|d| d.parse().context("--devices")).collect::<Result<_>>()?
+    };
+    let devices = specs.iter().map(|s| s.device()).collect::<Result<Vec<_>>>()?;
+    let device = devices[0].clone();
     let lm = dno_model::load_model(&a.model, &device).with_context(|| format!("loading {}", a.model.display()))?;
     let mut examples = Vec::new();
     for (i, p) in pairs.iter().enumerate() {
@@ -214,7 +224,7 @@ pub fn run(a: Args) -> Result<()> {
     let total = cfg.total_steps(examples.len()) as u64;
     let pb = super::progress(total, "training");
     let mut ticker = super::Ticker::new(30);
-    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: a.resume, stop: stop_flag(), ..Default::default() }, |m| {
+    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: a.resume, stop: stop_flag(), devices: if devices.len() > 1 { devices } else { vec![] }, ..Default::default() }, |m| {
         pb.set_position(m.step as u64);
         let acc = m.reward_accuracy.map(|x| format!(" acc {x:.2}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{acc} gnorm {:.2} lr {:.2e} {:.0} tok/s", m.loss, m.grad_norm, m.lr, m.tokens_per_s));
