@@ -1,23 +1,18 @@
 //! `dno annotate` end to end, through the built binary: verifier, command oracle, LLM judge
 //! against dno-oracle's fake server (with faults), kill-and-rerun, failures, bad input.
 
-use dno_data::{read_metadata, read_validated, DatasetWriter, PreferenceRow, Provenance, SampleRow};
+mod common;
+
+use common::{dno_cmd as dno, run_ok, s, write_samples};
+use dno_data::{read_metadata, read_validated, PreferenceRow, SampleRow};
 use dno_oracle::fake_server::{Fault, FakeConfig, FakeServer, Reply};
 use std::collections::HashMap;
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output, Stdio};
+use std::process::Stdio;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 
-fn dno() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dno"))
-}
 
-fn run_ok(args: &[&str]) -> Output {
-    let out = dno().args(args).output().expect("run dno");
-    assert!(out.status.success(), "dno {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
 
 fn sample(pid: &str, idx: i32, response: &str, answer: Option<&str>, reference: bool) -> SampleRow {
     SampleRow {
@@ -38,12 +33,6 @@ fn sample(pid: &str, idx: i32, response: &str, answer: Option<&str>, reference: 
     }
 }
 
-fn write_samples(path: &Path, rows: Vec<SampleRow>) {
-    let prov = Provenance::new("test", &serde_json::json!({})).unwrap();
-    let mut w = DatasetWriter::<SampleRow>::create(path, &prov, false).unwrap();
-    w.write_all(rows).unwrap();
-    w.finish().unwrap();
-}
 
 fn prefs(path: &Path) -> Vec<PreferenceRow> {
     read_validated::<PreferenceRow>(&[path.to_path_buf()]).unwrap().1
@@ -73,9 +62,6 @@ fn quality_samples(n: usize, k: usize) -> Vec<SampleRow> {
     rows
 }
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 #[test]
 fn verifier_end_to_end() {

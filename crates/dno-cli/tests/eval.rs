@@ -2,24 +2,15 @@
 //! `--all-samples`, the summary metadata read by `dno report`, reference baselines, the LLM judge
 //! against dno-oracle's fake server (both orders), and input errors.
 
-use dno_data::{read_metadata, read_validated, DatasetWriter, EvalRow, PromptRow, Provenance, SampleRow};
+mod common;
+
+use common::{dno_cmd as dno, run_ok, s, write_samples};
+use dno_data::{read_metadata, read_validated, EvalRow, PromptRow, SampleRow};
 use dno_oracle::fake_server::{FakeConfig, FakeServer};
 use std::path::{Path, PathBuf};
-use std::process::{Command, Output};
 
-fn dno() -> Command {
-    Command::new(env!("CARGO_BIN_EXE_dno"))
-}
 
-fn run_ok(args: &[&str]) -> Output {
-    let out = dno().args(args).output().expect("run dno");
-    assert!(out.status.success(), "dno {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
-    out
-}
 
-fn s(p: &Path) -> &str {
-    p.to_str().unwrap()
-}
 
 fn row(p: &PromptRow, policy: &str, idx: i32, response: &str) -> SampleRow {
     let reference = idx < 0;
@@ -41,12 +32,6 @@ fn row(p: &PromptRow, policy: &str, idx: i32, response: &str) -> SampleRow {
     }
 }
 
-fn write_samples(path: &Path, rows: Vec<SampleRow>) {
-    let prov = Provenance::new("test", &serde_json::json!({})).unwrap();
-    let mut w = DatasetWriter::<SampleRow>::create(path, &prov, false).unwrap();
-    w.write_all(rows).unwrap();
-    w.finish().unwrap();
-}
 
 /// prompts.parquet through `dno prompts import`, read back.
 fn import_prompts(dir: &Path, lines: &[serde_json::Value]) -> (PathBuf, Vec<PromptRow>) {

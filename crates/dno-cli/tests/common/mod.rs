@@ -24,6 +24,30 @@ pub fn fails(args: &[&str], cwd: &Path) -> String {
     err
 }
 
+/// The `dno` binary as a `Command`, for tests that set the environment, spawn or kill it.
+pub fn dno_cmd() -> Command {
+    Command::new(env!("CARGO_BIN_EXE_dno"))
+}
+
+/// Runs dno (in the current directory) and asserts that it succeeded.
+pub fn run_ok(args: &[&str]) -> Output {
+    let out = dno_cmd().args(args).output().expect("run dno");
+    assert!(out.status.success(), "dno {args:?} failed:\n{}", String::from_utf8_lossy(&out.stderr));
+    out
+}
+
+pub fn s(p: &Path) -> &str {
+    p.to_str().unwrap()
+}
+
+/// Writes sample rows as a dno samples file.
+pub fn write_samples(path: &Path, rows: Vec<dno_data::SampleRow>) {
+    let prov = dno_data::Provenance::new("test", &serde_json::json!({})).unwrap();
+    let mut w = dno_data::DatasetWriter::<dno_data::SampleRow>::create(path, &prov, false).unwrap();
+    w.write_all(rows).unwrap();
+    w.finish().unwrap();
+}
+
 pub fn write(path: &Path, text: &str) {
     std::fs::write(path, text).unwrap();
 }
