@@ -293,7 +293,7 @@ const METRICS: &[Column] = &[
     opt("rejected_logratio", Float64, "Mean log pi(rejected)/pi_t(rejected) (null for sft)."),
     col("grad_norm", Float64, false, "Global gradient L2 norm before clipping."),
     col("lr", Float64, false, "Learning rate of the step."),
-    col("tokens", Int64, false, "Prompt+response tokens through the policy in the step."),
+    col("tokens", Int64, false, "Tokens through the policy in the step: each pair's prompt once (shared by both responses) plus its responses."),
     col("tokens_per_s", Float64, false, "Throughput of the step."),
     col("elapsed_s", Float64, false, "Training wall time so far, seconds (across resumes)."),
 ];

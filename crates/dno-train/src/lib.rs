@@ -76,7 +76,8 @@ pub struct StepMetrics {
     pub grad_norm: f64,
     /// Learning rate used by this step.
     pub lr: f64,
-    /// Real (unpadded) prompt+response tokens through the policy in this step.
+    /// Real (unpadded) tokens through the policy in this step: each pair's prompt once (shared by
+    /// its two responses, see [`batch::PackedBatch::pack_pairs`]) plus the responses.
     pub tokens: usize,
     /// `tokens` / wall time of this step.
     pub tokens_per_s: f64,
