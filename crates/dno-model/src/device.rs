@@ -59,17 +59,22 @@ impl DeviceSpec {
 }
 
 /// How many data-parallel shards a batch is split into on `device` (a plain or autodiff device):
-/// one per rayon thread on the CPU, where burn's backend runs element-wise ops on the calling
+/// one per rayon thread (at most [`MAX_CPU_SHARDS`]) on the CPU, where burn's backend runs element-wise ops on the calling
 /// thread and only matmuls on all cores, so shards run side by side keep every core busy; 1 on
 /// a GPU, which parallelises inside each op.
 pub fn data_parallel_shards(device: &Device) -> usize {
     let plain = device.clone().inner();
     if plain == Device::flex() {
-        rayon::current_num_threads()
+        // Each shard holds a full set of gradients until they are summed; past a few shards the
+        // matmuls inside each shard use the remaining cores anyway.
+        rayon::current_num_threads().min(MAX_CPU_SHARDS)
     } else {
         1
     }
 }
+
+/// Upper bound of the default CPU shard count (`dno train --shards` overrides it).
+pub const MAX_CPU_SHARDS: usize = 4;
 
 /// Keeps freed tensor buffers inside the process. burn's CPU backend allocates a fresh buffer for
 /// almost every op; with glibc's defaults each buffer over the (adaptive) mmap threshold is mapped

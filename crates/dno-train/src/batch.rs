@@ -2,7 +2,7 @@
 //! response tokens' log-probabilities per sequence.
 //!
 //! Efficiency choices (issue 6):
-//! * Right padding with a causal model needs no attention mask: a real token never attends to a
+//! * Right padding with a causal model needs no padding mask: a real token never attends to a
 //!   later (padding) position, so padding only wastes the padded positions' compute.
 //! * Prompt tokens never enter the loss, and the LM head (the largest matmul for a small model,
 //!   `[N, D] x [D, V]`) runs only on the hidden states that predict a response token: those rows
@@ -13,7 +13,9 @@
 //! * A preference pair is one row, prompt ++ chosen ++ rejected, with RoPE positions and an
 //!   attention mask that make the rejected response continue the prompt directly
 //!   ([`PackedBatch::pack_pairs`]): the prompt's tokens go through the model once per pair, not
-//!   once per response (with 40-token prompts and 80-token responses, 1/6 fewer tokens).
+//!   once per response (with 40-token prompts and 80-token responses, 1/6 fewer tokens). Pairs
+//!   whose responses are long next to the prompt stay two rows, where the longer row's attention
+//!   would cost more than the prompt saves.
 
 use anyhow::{bail, Result};
 use burn::tensor::{Device, Int, Tensor, TensorData};
@@ -45,8 +47,8 @@ pub fn truncate<'a>(prompt: &'a [u32], response: &'a [u32], max_len: usize) -> R
 /// A right-padded batch of rows and the positions whose logits are scored. A row holds one
 /// sequence (prompt ++ response) or, for a preference pair, the shared prompt followed by both
 /// responses (prompt ++ chosen ++ rejected): the rejected tokens take the positions right after
-/// the prompt and attend to the prompt and to themselves only, so each response is scored
-/// exactly as in its own row while the prompt goes through the model once instead of twice.
+/// the prompt and attend to the prompt and to themselves only, so each response is scored as in
+/// its own row with that prompt, while the prompt goes through the model once instead of twice.
 #[derive(Debug, Clone, PartialEq)]
 pub struct PackedBatch {
     /// Number of rows.
@@ -85,12 +87,27 @@ impl PackedBatch {
         Ok(Self::build(&kept, seqs.len(), pad_id))
     }
 
-    /// Packs preference pairs `(prompt, chosen, rejected)`, one row per pair. Sequence `i` is
-    /// pair `i`'s chosen response; the rejected responses follow, in order, as sequences
-    /// `n + k` for the k-th pair that has one (`n` = number of pairs). Each response is truncated
-    /// against the prompt by [`truncate`]; when that keeps different prompt lengths for the two,
-    /// both are scored after the shorter (a suffix of the longer).
-    pub fn pack_pairs(pairs: &[(&[u32], &[u32], Option<&[u32]>)], max_len: usize, pad_id: u32) -> Result<Self> {
+    /// Packs preference pairs `(prompt, chosen, rejected)`. Sequence `i` is pair `i`'s chosen
+    /// response; the rejected responses follow, in order, as sequences `n + k` for the k-th pair
+    /// that has one (`n` = number of pairs). Each response is truncated against the prompt by
+    /// [`truncate`].
+    ///
+    /// A pair shares one row (prompt ++ chosen ++ rejected) when that saves work: the prompt's
+    /// `p` tokens then go through every matmul once instead of twice, but the row's attention
+    /// grows by `2·c·r − p²` query-key products (c, r = response lengths; the full square of
+    /// scores is computed and masked). Per layer a token costs ~2·(matmul parameters) FLOPs and a
+    /// query-key product ~4·(heads × head_dim), so the pair shares when
+    /// `2·c·r − p² ≤ p · share_limit` with `share_limit` from [`share_limit`] (`usize::MAX`: always,
+    /// 0: only when attention does not grow). Otherwise the pair is two rows, as in [`Self::pack`].
+    /// When truncation keeps different prompt lengths for the two responses, a shared row scores
+    /// both after the shorter prompt (a suffix of the longer); a packed row is at most
+    /// 2·`max_len` − 1 wide.
+    pub fn pack_pairs(
+        pairs: &[(&[u32], &[u32], Option<&[u32]>)],
+        max_len: usize,
+        pad_id: u32,
+        share_limit: usize,
+    ) -> Result<Self> {
         if pairs.is_empty() {
             bail!("cannot pack an empty batch");
         }
@@ -105,7 +122,13 @@ impl PackedBatch {
                 Some(r) => {
                     let (pr, r) = truncate(p, r, max_len).map_err(|e| err("rejected", e))?;
                     let shared = if pc.len() <= pr.len() { pc } else { pr };
-                    kept.push((shared, c, r, i, next_rejected));
+                    let (ps, cl, rl) = (shared.len() as u128, c.len() as u128, r.len() as u128);
+                    if 2 * cl * rl <= ps * ps + ps * share_limit as u128 {
+                        kept.push((shared, c, r, i, next_rejected));
+                    } else {
+                        kept.push((pc, c, &[][..], i, 0));
+                        kept.push((pr, r, &[][..], next_rejected, 0));
+                    }
                     next_rejected += 1;
                 }
             }
@@ -114,6 +137,7 @@ impl PackedBatch {
     }
 
     /// Rows of (prompt, first, second, first's sequence, second's sequence).
+    #[allow(clippy::type_complexity)]
     fn build(kept: &[(&[u32], &[u32], &[u32], usize, usize)], seqs: usize, pad_id: u32) -> Self {
         let width = kept.iter().map(|(p, a, b, _, _)| p.len() + a.len() + b.len()).max().unwrap_or(0);
         let rows = kept.len();
@@ -184,6 +208,20 @@ impl PackedBatch {
         }
         m
     }
+}
+
+/// The `share_limit` of [`PackedBatch::pack_pairs`] for `model`: a layer's matmul parameters over
+/// 2·(heads × head_dim), i.e. how many query-key products cost as much as one token's matmuls.
+/// SmolLM2-135M: 3.54M / 1152 = 3072.
+pub fn share_limit(model: &Llama) -> usize {
+    let Some(layer) = model.layers.first() else { return 0 };
+    let a = &layer.self_attn;
+    let m = &layer.mlp;
+    let params: usize = [&a.q_proj, &a.k_proj, &a.v_proj, &a.o_proj, &m.gate_proj, &m.up_proj, &m.down_proj]
+        .iter()
+        .map(|l| l.weight.dims().iter().product::<usize>())
+        .sum();
+    params / (2 * a.n_heads * a.head_dim).max(1)
 }
 
 /// Σ_t log π(y_t | x, y_<t) over each sequence's response tokens: a `[seqs]` tensor on the
@@ -284,7 +322,7 @@ mod tests {
     fn pack_pairs_shares_the_prompt() {
         let p: &[u32] = &[10, 11];
         let pairs = [(p, &[12u32, 13][..], Some(&[14u32][..])), (&[20u32][..], &[21u32][..], None)];
-        let pb = PackedBatch::pack_pairs(&pairs, 64, 0).unwrap();
+        let pb = PackedBatch::pack_pairs(&pairs, 64, 0, usize::MAX).unwrap();
         assert_eq!((pb.rows, pb.width, pb.seqs), (2, 5, 3));
         assert_eq!(pb.tokens, vec![10, 11, 12, 13, 14, 20, 21, 0, 0, 0]);
         // chosen 12 <- pos 1, 13 <- pos 2; rejected 14 <- pos 1 (last prompt token); pair 1.
@@ -301,8 +339,18 @@ mod tests {
         assert_eq!(visible(1, 1), vec![0, 1]);
         // Different kept prompt lengths: both responses follow the shorter prompt suffix.
         let long: &[u32] = &[1, 2, 3, 4, 5];
-        let pb = PackedBatch::pack_pairs(&[(long, &[6u32, 7, 8][..], Some(&[9u32][..]))], 6, 0).unwrap();
+        let pb = PackedBatch::pack_pairs(&[(long, &[6u32, 7, 8][..], Some(&[9u32][..]))], 6, 0, usize::MAX).unwrap();
         assert_eq!(pb.segments, vec![(3, 3, 1)]);
         assert_eq!(pb.tokens, vec![3, 4, 5, 6, 7, 8, 9]);
+        assert_eq!(pb.positions, vec![2, 3, 4, 2]);
+        // Long responses next to a short prompt: sharing would cost more attention (2·3·3 − 1 > 1·5).
+        let pb = PackedBatch::pack_pairs(&[(&[1u32][..], &[2u32, 3, 4][..], Some(&[5u32, 6, 7][..]))], 64, 0, 5).unwrap();
+        assert_eq!((pb.rows, pb.seqs), (2, 2));
+        assert!(!pb.has_shared_prompts());
+        assert_eq!(pb.tokens, vec![1, 2, 3, 4, 1, 5, 6, 7]);
+        assert_eq!(pb.seq_of, vec![0, 0, 0, 1, 1, 1]);
+        // With a budget of 17 query-key products per prompt token it shares (18 <= 1 + 17).
+        let pb = PackedBatch::pack_pairs(&[(&[1u32][..], &[2u32, 3, 4][..], Some(&[5u32, 6, 7][..]))], 64, 0, 17).unwrap();
+        assert_eq!((pb.rows, pb.seqs), (1, 2));
     }
 }

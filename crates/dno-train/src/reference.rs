@@ -17,7 +17,7 @@ use rayon::prelude::*;
 use serde::{Deserialize, Serialize};
 use sha2::{Digest, Sha256};
 
-use crate::batch::{sequence_logps, to_host, PackedBatch};
+use crate::batch::{sequence_logps, share_limit, to_host, PackedBatch};
 use crate::parallel::{split_even, ShardPlan};
 use crate::TrainExample;
 
@@ -51,7 +51,7 @@ impl ModuleVisitor for HashParams<'_> {
 /// and `max_len` (which decides truncation).
 pub fn fingerprint(model: &Llama, examples: &[TrainExample], max_len: usize) -> String {
     let mut h = Sha256::new();
-    h.update(b"dno-train reference v1\n");
+    h.update(b"dno-train reference v2 (one row per pair)\n");
     model.visit(&mut HashParams(&mut h));
     h.update(max_len.to_le_bytes());
     let mut tokens = |t: &[u32]| {
@@ -86,7 +86,8 @@ pub fn compute(
     stop: &AtomicBool,
 ) -> Result<Option<Vec<RefLogps>>> {
     let mut order: Vec<usize> = (0..examples.len()).collect();
-    let len = |e: &TrainExample| e.prompt_tokens.len() + e.chosen_tokens.len().max(e.rejected_tokens.as_ref().map_or(0, |r| r.len()));
+    // A pair is one row, prompt ++ chosen ++ rejected: sort by that width so batches pad little.
+    let len = |e: &TrainExample| e.prompt_tokens.len() + e.chosen_tokens.len() + e.rejected_tokens.as_ref().map_or(0, |r| r.len());
     order.sort_by_key(|&i| len(&examples[i]));
     let mut out = vec![RefLogps { chosen: 0.0, rejected: None }; examples.len()];
     for chunk in order.chunks(batch_pairs.max(1)) {
@@ -120,7 +121,7 @@ fn reference_part(
         .iter()
         .map(|&i| (&examples[i].prompt_tokens[..], &examples[i].chosen_tokens[..], examples[i].rejected_tokens.as_deref()))
         .collect();
-    let batch = PackedBatch::pack_pairs(&pairs, max_len, 0)
+    let batch = PackedBatch::pack_pairs(&pairs, max_len, 0, share_limit(model))
         .with_context(|| format!("reference pass, batch starting at example {:?}", examples[part[0]].id))?;
     let logps = to_host(sequence_logps(model, &batch, device))?;
     let mut next_rejected = part.len();

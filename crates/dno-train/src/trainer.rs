@@ -13,7 +13,7 @@ use burn::tensor::{Device, Tensor, TensorData};
 use dno_math::loss::{LossConfig, LossKind};
 use dno_model::{LoadedModel, Llama};
 
-use crate::batch::{sequence_logps, to_host, PackedBatch};
+use crate::batch::{sequence_logps, share_limit, to_host, PackedBatch};
 use crate::checkpoint::{self, TrainState};
 use crate::config::epoch_order;
 use crate::loss::{pair_losses, PairLogps, PairTargetTensors};
@@ -340,7 +340,7 @@ fn shard_gradients(
             (e.prompt_tokens.as_slice(), e.chosen_tokens.as_slice(), rejected)
         })
         .collect();
-    let batch = PackedBatch::pack_pairs(&pairs, cfg.max_len, PAD_ID)
+    let batch = PackedBatch::pack_pairs(&pairs, cfg.max_len, PAD_ID, share_limit(model))
         .with_context(|| format!("batch starting at example {:?}", examples[part[0]].id))?;
     acc.tokens += batch.real_tokens;
     // One forward for chosen and rejected together (one row per pair, prompt shared).

@@ -173,13 +173,34 @@ fn shared_prompt_rows_score_like_separate_rows() {
         examples.iter().map(|e| (e.prompt_tokens.as_slice(), e.chosen_tokens.as_slice(), e.rejected_tokens.as_deref())).collect();
     let mut separate: Vec<(&[u32], &[u32])> = examples.iter().map(|e| (e.prompt_tokens.as_slice(), e.chosen_tokens.as_slice())).collect();
     separate.extend(examples.iter().map(|e| (e.prompt_tokens.as_slice(), e.rejected_tokens.as_deref().unwrap())));
-    let a = to_host(sequence_logps(&model, &PackedBatch::pack_pairs(&packed, 64, 0).unwrap(), &device)).unwrap();
+    let shared = PackedBatch::pack_pairs(&packed, 64, 0, usize::MAX).unwrap();
+    assert!(shared.has_shared_prompts() && shared.rows == 6);
+    let a = to_host(sequence_logps(&model, &shared, &device)).unwrap();
     let b = to_host(sequence_logps(&model, &PackedBatch::pack(&separate, 64, 0).unwrap(), &device)).unwrap();
+    // share_limit 0 keeps every pair whose attention would grow as two rows.
+    let split = PackedBatch::pack_pairs(&packed, 64, 0, 0).unwrap();
+    assert!(split.rows > 6);
+    let c = to_host(sequence_logps(&model, &split, &device)).unwrap();
     assert_eq!(a.len(), 12);
-    for (k, (x, y)) in a.iter().zip(&b).enumerate() {
-        assert!((x - y).abs() < 1e-4, "sequence {k}: packed {x} vs separate {y}");
+    for k in 0..12 {
+        assert!((a[k] - b[k]).abs() < 1e-4, "sequence {k}: packed {} vs separate {}", a[k], b[k]);
+        assert!((c[k] - b[k]).abs() < 1e-4, "sequence {k}: split {} vs separate {}", c[k], b[k]);
     }
     assert!(a.iter().all(|x| x.is_finite() && *x < 0.0));
+
+    // Truncation keeping different prompt lengths: a shared row scores both responses after the
+    // shorter prompt suffix, exactly like separate rows with that prompt.
+    let e = &examples[3]; // prompt 2 tokens, chosen 4 + 7 tokens, rejected 3
+    let max_len = 12; // chosen keeps 1 prompt token, rejected keeps both
+    let (p, c, r) = (&e.prompt_tokens[..], &e.chosen_tokens[..], e.rejected_tokens.as_deref().unwrap());
+    let row = PackedBatch::pack_pairs(&[(p, c, Some(r))], max_len, 0, usize::MAX).unwrap();
+    assert_eq!(row.segments, vec![(1, 11, 3)]);
+    let got = to_host(sequence_logps(&model, &row, &device)).unwrap();
+    let suffix = &p[p.len() - 1..];
+    let want = to_host(sequence_logps(&model, &PackedBatch::pack(&[(suffix, c), (suffix, r)], 64, 0).unwrap(), &device)).unwrap();
+    for k in 0..2 {
+        assert!((got[k] - want[k]).abs() < 1e-4, "truncated pair, sequence {k}: {} vs {}", got[k], want[k]);
+    }
 }
 
 /// Data-parallel shards (one per core on the CPU) change only the summation order: the same

@@ -79,9 +79,13 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Data parallelism across devices, e.g. `cuda:0,cuda:1`: every micro-batch is split by pair
-    /// across them and the gradients are summed on the first, which replaces --device.
-    #[arg(long, value_delimiter = ',')]
+    /// across them and the gradients are summed on the first (instead of --device).
+    #[arg(long, value_delimiter = ',', conflicts_with = "device")]
     pub devices: Vec<String>,
+    /// Data-parallel shards per micro-batch on the device [default: one per core, at most 4, on
+    /// the CPU; 1 on a GPU]. Each shard holds a full set of gradients until they are summed.
+    #[arg(long, conflicts_with = "devices")]
+    pub shards: Option<usize>,
     /// Continue from OUT/checkpoint (same data order and optimiser state).
     #[arg(long)]
     pub resume: bool,
@@ -224,7 +228,7 @@ pub fn run(a: Args) -> Result<()> {
     let total = cfg.total_steps(examples.len()) as u64;
     let pb = super::progress(total, "training");
     let mut ticker = super::Ticker::new(30);
-    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: a.resume, stop: stop_flag(), devices: if devices.len() > 1 { devices } else { vec![] }, ..Default::default() }, |m| {
+    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: a.resume, stop: stop_flag(), devices: if devices.len() > 1 { devices } else { vec![] }, shards: a.shards }, |m| {
         pb.set_position(m.step as u64);
         let acc = m.reward_accuracy.map(|x| format!(" acc {x:.2}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{acc} gnorm {:.2} lr {:.2e} {:.0} tok/s", m.loss, m.grad_norm, m.lr, m.tokens_per_s));
