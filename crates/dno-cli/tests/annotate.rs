@@ -62,22 +62,19 @@ fn quality_samples(n: usize, k: usize) -> Vec<SampleRow> {
     rows
 }
 
-
 #[test]
 fn verifier_end_to_end() {
     let dir = tempfile::tempdir().unwrap();
     let samples = dir.path().join("samples.parquet");
-    write_samples(
-        &samples,
-        vec![
-            sample("a", 0, "I think it is 42.", Some("42"), false),
-            sample("a", 1, "It is 41.", Some("42"), false),
-            sample("a", 2, "Surely 42", Some("42"), false),
-            sample("a", 0, "#### 42", Some("42"), true),
-            sample("b", 0, "7 apples", Some("#### 7"), false),
-            sample("b", 1, "8 apples", Some("#### 7"), false),
-        ],
-    );
+    let inputs = vec![
+        sample("a", 0, "I think it is 42.", Some("42"), false),
+        sample("a", 1, "It is 41.", Some("42"), false),
+        sample("a", 2, "Surely 42", Some("42"), false),
+        sample("a", 0, "#### 42", Some("42"), true),
+        sample("b", 0, "7 apples", Some("#### 7"), false),
+        sample("b", 1, "8 apples", Some("#### 7"), false),
+    ];
+    write_samples(&samples, inputs.clone());
     let out = dir.path().join("prefs.parquet");
     run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "verifier", "--verify", "last-number"]);
     let rows = prefs(&out);
@@ -125,17 +122,9 @@ fn verifier_end_to_end() {
     // Policy samples and references in two files (a prompt's candidates are not contiguous in the
     // input): grouped in memory, the same preferences as from one file.
     let (pol, refs) = (dir.path().join("policy.parquet"), dir.path().join("refs.parquet"));
-    write_samples(
-        &pol,
-        vec![
-            sample("a", 0, "I think it is 42.", Some("42"), false),
-            sample("a", 1, "It is 41.", Some("42"), false),
-            sample("a", 2, "Surely 42", Some("42"), false),
-            sample("b", 0, "7 apples", Some("#### 7"), false),
-            sample("b", 1, "8 apples", Some("#### 7"), false),
-        ],
-    );
-    write_samples(&refs, vec![sample("a", 0, "#### 42", Some("42"), true)]);
+    let (ref_rows, pol_rows): (Vec<_>, Vec<_>) = inputs.into_iter().partition(|r| r.source == "reference");
+    write_samples(&pol, pol_rows);
+    write_samples(&refs, ref_rows);
     let out3 = dir.path().join("prefs_split.parquet");
     run_ok(&["annotate", "--samples", s(&pol), s(&refs), "--out", s(&out3), "--oracle", "verifier"]);
     let split = prefs(&out3);

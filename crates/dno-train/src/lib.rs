@@ -55,6 +55,15 @@ pub struct TrainExample {
     pub rejected_winrate: f64,
 }
 
+impl TrainExample {
+    /// `(prompt, chosen, rejected)` for [`batch::PackedBatch::pack_pairs`]; the rejected response
+    /// only when `with_rejected` (preference losses) and present.
+    pub fn pair_tokens(&self, with_rejected: bool) -> (&[u32], &[u32], Option<&[u32]>) {
+        let rejected = if with_rejected { self.rejected_tokens.as_deref() } else { None };
+        (&self.prompt_tokens, &self.chosen_tokens, rejected)
+    }
+}
+
 /// Metrics of one optimiser step. Preference metrics are `None` for sft.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct StepMetrics {

@@ -117,10 +117,7 @@ fn reference_part(
     max_len: usize,
     device: &Device,
 ) -> Result<Vec<(usize, RefLogps)>> {
-    let pairs: Vec<(&[u32], &[u32], Option<&[u32]>)> = part
-        .iter()
-        .map(|&i| (&examples[i].prompt_tokens[..], &examples[i].chosen_tokens[..], examples[i].rejected_tokens.as_deref()))
-        .collect();
+    let pairs: Vec<_> = part.iter().map(|&i| examples[i].pair_tokens(true)).collect();
     let batch = PackedBatch::pack_pairs(&pairs, max_len, 0, share_limit(model))
         .with_context(|| format!("reference pass, batch starting at example {:?}", examples[part[0]].id))?;
     let logps = to_host(sequence_logps(model, &batch, device))?;

@@ -287,26 +287,21 @@ fn step_gradients(
 ) -> Result<(GradientsParams, StepAcc)> {
     let mut accum = GradientsAccumulator::<Llama>::new();
     let mut acc = StepAcc { examples: ids.len(), ..Default::default() };
-    let run = |model: &Llama, part: &[usize], dev: &Device| shard_gradients(model, examples, refs, part, ids.len(), cfg, loss_cfg, dev);
     let main = device.clone().inner();
     for micro in ids.chunks(cfg.batch_size) {
         let parts = split_even(micro, plan.len());
-        let results: Vec<Result<(GradientsParams, StepAcc)>> = if parts.len() == 1 && plan.devices[0] == main {
-            vec![run(policy, micro, device)]
-        } else {
-            parts
-                .par_iter()
-                .enumerate()
-                .map(|(k, part)| {
-                    let here = &plan.devices[k];
-                    let ad = here.clone().autodiff();
-                    let fork = policy.clone().fork(&ad);
-                    let (grads, part_acc) = run(&fork, part, &ad)?;
-                    let grads = if *here == main { grads } else { grads.to_device(&main, &fork) };
-                    Ok((grads, part_acc))
-                })
-                .collect()
-        };
+        let results: Vec<Result<(GradientsParams, StepAcc)>> = parts
+            .par_iter()
+            .enumerate()
+            .map(|(k, part)| {
+                let here = &plan.devices[k];
+                let ad = here.clone().autodiff();
+                let fork = policy.clone().fork(&ad);
+                let (grads, part_acc) = shard_gradients(&fork, examples, refs, part, ids.len(), cfg, loss_cfg, &ad)?;
+                let grads = if *here == main { grads } else { grads.to_device(&main, &fork) };
+                Ok((grads, part_acc))
+            })
+            .collect();
         for r in results {
             let (grads, part_acc) = r?;
             acc.add(&part_acc);
@@ -332,14 +327,8 @@ fn shard_gradients(
     let preference = cfg.loss != LossKind::Sft;
     let mut acc = StepAcc::default();
     let b = part.len();
-    let pairs: Vec<(&[u32], &[u32], Option<&[u32]>)> = part
-        .iter()
-        .map(|&i| {
-            let e = &examples[i];
-            let rejected = preference.then(|| e.rejected_tokens.as_deref().unwrap_or_default());
-            (e.prompt_tokens.as_slice(), e.chosen_tokens.as_slice(), rejected)
-        })
-        .collect();
+    // validate_examples checked that preference losses have every rejected response.
+    let pairs: Vec<_> = part.iter().map(|&i| examples[i].pair_tokens(preference)).collect();
     let batch = PackedBatch::pack_pairs(&pairs, cfg.max_len, PAD_ID, share_limit(model))
         .with_context(|| format!("batch starting at example {:?}", examples[part[0]].id))?;
     acc.tokens += batch.real_tokens;
