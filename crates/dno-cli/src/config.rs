@@ -49,7 +49,7 @@ pub fn expand_args(argv: Vec<OsString>) -> Result<Vec<OsString>> {
         subs.push(a.clone());
         sub_end = i + 1;
         i += 1;
-        if !matches!(a.as_str(), "prompts") {
+        if !matches!(a.as_str(), "prompts" | "samples" | "pairs") {
             break;
         }
     }

@@ -37,9 +37,15 @@ enum Command {
     Eval(cmd::eval::Args),
     /// Per-iteration report (markdown table + SVG plot) from a run directory's eval files.
     Report(cmd::report::Args),
-    /// Work with prompt files.
+    /// Work with prompt files (import JSONL, JSON, CSV, Parquet; chat conversations).
     #[command(subcommand)]
     Prompts(cmd::prompts::Command),
+    /// Bring your own samples (responses made outside dno) for annotate, pair and eval.
+    #[command(subcommand)]
+    Samples(cmd::samples::Command),
+    /// Bring your own preference pairs (prompt/chosen/rejected) for dno train.
+    #[command(subcommand)]
+    Pairs(cmd::pairs::Command),
     /// Print a Parquet file's schema, provenance, row count and first rows.
     Inspect(cmd::inspect::Args),
     /// Validate dataset files (schema, nulls, ranges, duplicate keys) without running a stage.
@@ -80,6 +86,8 @@ fn main() {
         Command::Eval(a) => cmd::eval::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Prompts(c) => cmd::prompts::run(c),
+        Command::Samples(c) => cmd::samples::run(c),
+        Command::Pairs(c) => cmd::pairs::run(c),
         Command::Inspect(a) => cmd::inspect::run(a),
         Command::Schema(a) => cmd::schema::run(a),
         Command::Validate(a) => cmd::validate::run(a),

@@ -20,6 +20,7 @@ fn sample(pid: &str, idx: i32, response: &str, answer: Option<&str>, reference: 
         sample_id: if reference { format!("{pid}-ref") } else { format!("{pid}-s{idx}") },
         prompt: format!("question {pid}"),
         system: None,
+        history: None,
         answer: answer.map(String::from),
         response: response.into(),
         source: if reference { "reference" } else { "policy" }.into(),

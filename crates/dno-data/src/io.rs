@@ -128,6 +128,7 @@ impl DatasetReader {
                 let batch = batch?;
                 check_nulls(self.dataset, file, &batch, row0)?;
                 check_unit_interval(self.dataset, file, &batch, row0)?;
+                check_history(self.dataset, file, &batch, row0)?;
                 let keys: Vec<&StringArray> = key_cols.iter().map(|k| string_col(&batch, k)).collect::<Result<_>>()?;
                 for i in 0..batch.num_rows() {
                     let mut h = sha2::Sha256::new();
@@ -206,13 +207,13 @@ fn check_file_schema(dataset: Dataset, file: &Path) -> Result<u64> {
             bail!("{}: this is a '{name}' file, but a '{}' file was expected", file.display(), dataset.name());
         }
         let v = kv.get(META_VERSION).map(String::as_str).unwrap_or("?");
-        if v != dataset.version().to_string() {
-            bail!(
-                "{}: {} schema version {v} is not supported (this dno reads version {})",
-                file.display(),
-                dataset.name(),
-                dataset.version()
-            );
+        if !v.parse::<u32>().is_ok_and(|v| (dataset.min_version()..=dataset.version()).contains(&v)) {
+            let reads = if dataset.min_version() == dataset.version() {
+                format!("version {}", dataset.version())
+            } else {
+                format!("versions {} to {}", dataset.min_version(), dataset.version())
+            };
+            bail!("{}: {} schema version {v} is not supported (this dno reads {reads})", file.display(), dataset.name());
         }
     }
     let schema = builder.schema();
@@ -253,9 +254,12 @@ fn batches_of(dataset: Dataset, file: &Path) -> Result<impl Iterator<Item = Resu
         .map_err(|e| anyhow!("{}: not a valid Parquet file (truncated or corrupt?): {e}", file.display()))?;
     let target = canonical_schema(dataset);
     let file = file.to_path_buf();
+    let mut row0 = 0u64;
     Ok(reader.map(move |b| {
-        let b = b.map_err(|e| anyhow!("{}: cannot read data (truncated or corrupt?): {e}", file.display()))?;
-        normalise(dataset, &target, &file, &b)
+        let b = b.map_err(|e| anyhow!("{}: cannot read data (corrupt, or an unsupported encoding?): {e}", file.display()))?;
+        let out = normalise(dataset, &target, &file, &b, row0);
+        row0 += b.num_rows() as u64;
+        out
     }))
 }
 
@@ -264,19 +268,42 @@ fn canonical_schema(dataset: Dataset) -> SchemaRef {
     Arc::new(Schema::new(dataset.columns().iter().map(|c| Field::new(c.name, c.ty.arrow(), true)).collect::<Vec<_>>()))
 }
 
-fn normalise(dataset: Dataset, target: &SchemaRef, file: &Path, b: &RecordBatch) -> Result<RecordBatch> {
+fn normalise(dataset: Dataset, target: &SchemaRef, file: &Path, b: &RecordBatch, row0: u64) -> Result<RecordBatch> {
     let n = b.num_rows();
     let cols: Vec<ArrayRef> = dataset
         .columns()
         .iter()
         .map(|c| match b.column_by_name(c.name) {
             Some(a) if a.data_type() == &c.ty.arrow() => Ok(a.clone()),
-            Some(a) => arrow_cast::cast(a, &c.ty.arrow())
-                .map_err(|e| anyhow!("{}: column '{}': cannot convert {} to {}: {e}", file.display(), c.name, a.data_type(), c.ty.name())),
+            Some(a) => {
+                let out = arrow_cast::cast(a, &c.ty.arrow())
+                    .map_err(|e| anyhow!("{}: column '{}': cannot convert {} to {}: {e}", file.display(), c.name, a.data_type(), c.ty.name()))?;
+                // The default cast turns a value that does not fit (an int64 above i32::MAX) into
+                // null; that is an error here, never a silent null.
+                if let Some(i) = (0..n).find(|&i| a.is_valid(i) && out.is_null(i)) {
+                    let v = arrow_cast::display::array_value_to_string(a, i).unwrap_or_default();
+                    bail!("{}: row {}: column '{}': value {v} does not fit in {}", file.display(), row0 + i as u64, c.name, c.ty.name());
+                }
+                Ok(out)
+            }
             None => Ok(arrow_array::new_null_array(&c.ty.arrow(), n)),
         })
         .collect::<Result<_>>()?;
     RecordBatch::try_new(target.clone(), cols).map_err(|e| anyhow!("{}: {e}", file.display()))
+}
+
+/// Every non-null `history` value must be a JSON array of user/assistant turns.
+fn check_history(dataset: Dataset, file: &Path, b: &RecordBatch, row0: u64) -> Result<()> {
+    if dataset.column("history").is_none() {
+        return Ok(());
+    }
+    let h = string_col(b, "history")?;
+    for i in 0..h.len() {
+        if h.is_valid(i) {
+            crate::rows::parse_history(h.value(i)).map_err(|e| anyhow!("{}: row {}: {e}", file.display(), row0 + i as u64))?;
+        }
+    }
+    Ok(())
 }
 
 fn check_nulls(dataset: Dataset, file: &Path, b: &RecordBatch, row0: u64) -> Result<()> {

@@ -2,6 +2,7 @@
 //! typed rows, and the Parquet I/O every stage shares (streaming validated reads, atomic writes,
 //! resumable part files, provenance).
 
+pub mod import;
 pub mod io;
 pub mod parts;
 pub mod provenance;
@@ -11,7 +12,7 @@ pub mod schema;
 pub use io::{check_output, read_metadata, read_provenance, read_validated, resolve_inputs, write_atomic, DatasetReader, DatasetWriter};
 pub use parts::PartStore;
 pub use provenance::{fingerprint, InputRef, Provenance};
-pub use rows::{EvalRow, MetricRow, PairRow, PreferenceRow, PromptRow, Row, SampleRow};
+pub use rows::{conversation, judge_view, parse_history, EvalRow, MetricRow, PairRow, PreferenceRow, PromptRow, Row, SampleRow, Turn};
 pub use schema::{Dataset, META_PROVENANCE, META_SCHEMA, META_VERSION};
 
 /// A stable 64-bit hash (FNV-1a) used for deterministic ids, seeds and shard assignment.
@@ -30,4 +31,34 @@ pub fn stable_hash(parts: &[&str]) -> u64 {
 /// `--shard I/N`: which shard a prompt belongs to, by a stable hash of its id.
 pub fn shard_of(prompt_id: &str, n: u32) -> u32 {
     (stable_hash(&[prompt_id]) % n as u64) as u32
+}
+
+/// Degenerate-output rule (the paper's "defect detection"): a response is repetitive when it
+/// has at least 16 word 4-grams and more than half of them repeat an earlier 4-gram, or (for
+/// text without spaces) at least 64 character 8-grams of which more than half repeat.
+pub fn is_repetitive(text: &str) -> bool {
+    fn repeat_share<T: std::hash::Hash + Eq>(grams: Vec<T>) -> f64 {
+        let n = grams.len();
+        let distinct: std::collections::HashSet<T> = grams.into_iter().collect();
+        1.0 - distinct.len() as f64 / n as f64
+    }
+    let words: Vec<&str> = text.split_whitespace().collect();
+    if words.len() >= 19 {
+        return repeat_share(words.windows(4).collect()) > 0.5;
+    }
+    let chars: Vec<char> = text.chars().collect();
+    if chars.len() >= 71 {
+        return repeat_share(chars.windows(8).collect()) > 0.5;
+    }
+    false
+}
+
+/// Deterministic sample ids: a hash of (prompt_id, policy, sample_index, seed).
+pub fn sample_id(prompt_id: &str, policy: &str, index: i32, seed: u64) -> String {
+    format!("{:016x}", stable_hash(&[prompt_id, policy, &index.to_string(), &seed.to_string()]))
+}
+
+/// The sample id of a prompt's reference answer.
+pub fn reference_id(prompt_id: &str) -> String {
+    format!("ref-{:016x}", stable_hash(&[prompt_id, "reference"]))
 }

@@ -1,7 +1,59 @@
 //! Typed rows of each dataset. Field names equal the column names in [`crate::schema`].
 
 use crate::schema::Dataset;
+use anyhow::{bail, Result};
 use serde::{de::DeserializeOwned, Deserialize, Serialize};
+
+/// One turn of a chat conversation (OpenAI / HF chat format).
+#[derive(Debug, Clone, PartialEq, Eq, Serialize, Deserialize)]
+pub struct Turn {
+    pub role: String,
+    pub content: String,
+}
+
+/// Parses a `history` value: a JSON array of `{role, content}` turns whose roles are `user` or
+/// `assistant` (the system message has its own column, the final user turn is `prompt`).
+pub fn parse_history(json: &str) -> Result<Vec<Turn>> {
+    let turns: Vec<Turn> = serde_json::from_str(json).map_err(|e| anyhow::anyhow!("column 'history': not a JSON array of {{role, content}} turns: {e}"))?;
+    for (i, t) in turns.iter().enumerate() {
+        if t.role != "user" && t.role != "assistant" {
+            bail!("column 'history': turn {i} has role '{}' (expected user or assistant)", t.role);
+        }
+    }
+    Ok(turns)
+}
+
+/// The whole conversation the chat template renders: the system message, the earlier turns and
+/// the final user turn.
+pub fn conversation(system: Option<&str>, history: Option<&str>, prompt: &str) -> Result<Vec<Turn>> {
+    let mut out = Vec::new();
+    if let Some(s) = system {
+        out.push(Turn { role: "system".into(), content: s.to_string() });
+    }
+    if let Some(h) = history {
+        out.extend(parse_history(h)?);
+    }
+    out.push(Turn { role: "user".into(), content: prompt.to_string() });
+    Ok(out)
+}
+
+/// The prompt as the judge sees it (its `{prompt}` placeholder): the user turn itself, or for a
+/// conversation a transcript of the earlier turns followed by the final user turn. The system
+/// message is not shown to the judge, as for single-turn prompts.
+pub fn judge_view(prompt: &str, history: Option<&str>) -> Result<String> {
+    let Some(h) = history else { return Ok(prompt.to_string()) };
+    let turns = parse_history(h)?;
+    if turns.is_empty() {
+        return Ok(prompt.to_string());
+    }
+    let mut s = String::new();
+    for t in &turns {
+        let who = if t.role == "user" { "User" } else { "Assistant" };
+        s.push_str(&format!("[{who}]\n{}\n\n", t.content));
+    }
+    s.push_str(&format!("[User]\n{prompt}"));
+    Ok(s)
+}
 
 /// A typed row of one dataset.
 pub trait Row: Serialize + DeserializeOwned + Clone + Send + 'static {
@@ -14,6 +66,9 @@ pub struct PromptRow {
     pub prompt: String,
     #[serde(default)]
     pub system: Option<String>,
+    /// Earlier turns of a conversation, as JSON (see [`parse_history`]).
+    #[serde(default)]
+    pub history: Option<String>,
     #[serde(default)]
     pub reference: Option<String>,
     #[serde(default)]
@@ -30,6 +85,9 @@ pub struct SampleRow {
     pub prompt: String,
     #[serde(default)]
     pub system: Option<String>,
+    /// Earlier turns of a conversation, as JSON (see [`parse_history`]).
+    #[serde(default)]
+    pub history: Option<String>,
     #[serde(default)]
     pub answer: Option<String>,
     pub response: String,
@@ -80,6 +138,9 @@ pub struct PairRow {
     pub prompt: String,
     #[serde(default)]
     pub system: Option<String>,
+    /// Earlier turns of a conversation, as JSON (see [`parse_history`]).
+    #[serde(default)]
+    pub history: Option<String>,
     pub chosen: String,
     pub rejected: String,
     pub chosen_id: String,

@@ -43,15 +43,18 @@ impl ColType {
             ColType::Bool => "bool",
         }
     }
-    /// Arrow types a reader accepts for this column and casts losslessly (Polars writes
-    /// `large_string` / `string_view` and `int64` by default).
+    /// Arrow types a reader accepts for this column and casts to it (Polars writes
+    /// `large_string` / `string_view`, pandas dictionary-encoded categoricals, every writer
+    /// `int64`). Integers of any width are accepted; a value that does not fit is an error
+    /// naming its row when the data is read.
     pub fn accepts(self, dt: &DataType) -> bool {
         match self {
-            ColType::Utf8 => matches!(dt, DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
-            ColType::Int32 | ColType::Int64 => matches!(
-                dt,
-                DataType::Int8 | DataType::Int16 | DataType::Int32 | DataType::Int64 | DataType::UInt8 | DataType::UInt16 | DataType::UInt32
-            ),
+            ColType::Utf8 => match dt {
+                DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View => true,
+                DataType::Dictionary(_, v) => matches!(v.as_ref(), DataType::Utf8 | DataType::LargeUtf8 | DataType::Utf8View),
+                _ => false,
+            },
+            ColType::Int32 | ColType::Int64 => dt.is_integer(),
             ColType::Float64 => matches!(dt, DataType::Float16 | DataType::Float32 | DataType::Float64),
             ColType::Bool => matches!(dt, DataType::Boolean),
         }
@@ -106,7 +109,27 @@ impl Dataset {
 
     /// Bumped whenever a column is added, removed or changes meaning.
     pub fn version(self) -> u32 {
+        match self {
+            // v2: the optional `history` column (earlier turns of a chat conversation).
+            Dataset::Prompts | Dataset::Samples | Dataset::Pairs => 2,
+            Dataset::Preferences | Dataset::Eval | Dataset::Metrics => 1,
+        }
+    }
+
+    /// The oldest file version this dno reads. Every version between it and [`Dataset::version`]
+    /// differs only by added optional columns, which read as null in older files.
+    pub fn min_version(self) -> u32 {
         1
+    }
+
+    /// How older versions read, for the schema document.
+    fn compat(self) -> &'static str {
+        match self {
+            Dataset::Prompts | Dataset::Samples | Dataset::Pairs => {
+                "Reads versions 1 and 2. Version 1 has no `history` column; its rows read as single-turn (`history` null)."
+            }
+            _ => "Reads version 1.",
+        }
     }
 
     pub fn description(self) -> &'static str {
@@ -179,6 +202,7 @@ impl Dataset {
             self.version(),
             META_PROVENANCE
         );
+        s.push_str(&format!("{}\n\n", self.compat()));
         s.push_str(&format!("Unique key: `{}`.\n\n", self.key().join("`, `")));
         s.push_str("| column | type | nullable | optional in input | description |\n|---|---|---|---|---|\n");
         for c in self.columns() {
@@ -213,8 +237,9 @@ impl FromStr for Dataset {
 
 const PROMPTS: &[Column] = &[
     col("prompt_id", Utf8, false, "Unique, non-null identifier of the prompt."),
-    col("prompt", Utf8, false, "The user turn."),
+    col("prompt", Utf8, false, "The user turn (the last one, for a conversation)."),
     opt("system", Utf8, "Optional system message for the chat template."),
+    opt("history", Utf8, "Earlier turns of a chat conversation before `prompt`, as a JSON array of `{\"role\": \"user\"|\"assistant\", \"content\": ...}` objects in order; null for a single-turn prompt."),
     opt("reference", Utf8, "A gold/teacher answer (a candidate with `--include-reference`, or an eval baseline)."),
     opt("answer", Utf8, "Ground truth for verifier oracles."),
 ];
@@ -222,8 +247,9 @@ const PROMPTS: &[Column] = &[
 const SAMPLES: &[Column] = &[
     col("prompt_id", Utf8, false, "The prompt this response answers."),
     col("sample_id", Utf8, false, "Unique, deterministic id: a hash of (prompt_id, policy, sample_index, seed)."),
-    col("prompt", Utf8, false, "The user turn (copied so the file stands alone)."),
+    col("prompt", Utf8, false, "The user turn (copied so the file stands alone; the last one, for a conversation)."),
     opt("system", Utf8, "The system message used, if any."),
+    opt("history", Utf8, "Earlier turns of a chat conversation before `prompt`, as a JSON array of `{\"role\": \"user\"|\"assistant\", \"content\": ...}` objects in order; null for a single-turn prompt."),
     opt("answer", Utf8, "Ground truth copied from the prompts file, for verifier oracles."),
     col("response", Utf8, false, "The generated (or reference) response text."),
     col("source", Utf8, false, "`policy` for sampled responses, `reference` for the prompt's gold/teacher answer."),
@@ -251,8 +277,9 @@ const PREFERENCES: &[Column] = &[
 
 const PAIRS: &[Column] = &[
     col("prompt_id", Utf8, false, "The prompt."),
-    col("prompt", Utf8, false, "The user turn."),
+    col("prompt", Utf8, false, "The user turn (the last one, for a conversation)."),
     opt("system", Utf8, "The system message, if any."),
+    opt("history", Utf8, "Earlier turns of a chat conversation before `prompt`, as a JSON array of `{\"role\": \"user\"|\"assistant\", \"content\": ...}` objects in order; null for a single-turn prompt."),
     col("chosen", Utf8, false, "The preferred response."),
     col("rejected", Utf8, false, "The dispreferred response (equal to `chosen` for SFT rows is not allowed; SFT reads only `chosen`)."),
     col("chosen_id", Utf8, false, "sample_id of the chosen response."),

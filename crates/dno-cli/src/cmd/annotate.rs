@@ -346,13 +346,19 @@ pub fn failures_error(failures: &[Failure], total: usize, cache: &Path) -> anyho
 }
 
 fn new_item(s: &SampleRow) -> Item {
-    Item { prompt_id: s.prompt_id.clone(), prompt: s.prompt.clone(), answer: None, candidates: Vec::new() }
+    Item { prompt_id: s.prompt_id.clone(), prompt: judge_prompt(s), answer: None, candidates: Vec::new() }
+}
+
+/// The prompt the judge sees: the user turn, or the transcript of a conversation (`history` was
+/// checked when the file was validated).
+fn judge_prompt(s: &SampleRow) -> String {
+    dno_data::judge_view(&s.prompt, s.history.as_deref()).unwrap_or_else(|_| s.prompt.clone())
 }
 
 /// Adds sample `s` to `item` (the item of the same prompt).
 fn add_candidate(item: &mut Item, s: SampleRow, file: &Path) -> Result<()> {
-    if item.prompt != s.prompt {
-        bail!("{}: sample '{}': column 'prompt' differs from an earlier sample of prompt '{}'", file.display(), s.sample_id, s.prompt_id);
+    if item.prompt != judge_prompt(&s) {
+        bail!("{}: sample '{}': column 'prompt' (or 'history') differs from an earlier sample of prompt '{}'", file.display(), s.sample_id, s.prompt_id);
     }
     let is_reference = s.is_reference();
     if item.answer.is_none() {

@@ -205,6 +205,7 @@ fn init(a: InitArgs) -> Result<()> {
                 prompt_id: format!("{tag}-{i:05}"),
                 prompt: format!("{x}+{y}"),
                 system: None,
+                history: None,
                 reference: Some((x + y).to_string()),
                 answer: Some((x + y).to_string()),
             };

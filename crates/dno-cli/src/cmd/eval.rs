@@ -160,7 +160,7 @@ fn plan(a: &Args, cand: &DatasetReader, cand_samples: &[SampleRow], base: &HashM
         for s in &group[..take] {
             planned.push(Planned {
                 prompt_id: pid.clone(),
-                prompt: s.prompt.clone(),
+                prompt: dno_data::judge_view(&s.prompt, s.history.as_deref()).with_context(|| format!("sample '{}'", s.sample_id))?,
                 answer: s.answer.clone().or_else(|| b_answer.clone()),
                 cand: Resp { id: s.sample_id.clone(), text: s.response.clone() },
                 base: b.clone(),

@@ -6,12 +6,22 @@ pub mod eval;
 pub mod export;
 pub mod inspect;
 pub mod pair;
+pub mod pairs;
 pub mod prompts;
 pub mod report;
 pub mod sample;
+pub mod samples;
 pub mod schema;
 pub mod train;
 pub mod validate;
+
+/// The prompt side of a chat: the system message, the earlier turns (`history`) and the final user
+/// turn, rendered by the model's chat template with the assistant's generation prompt.
+pub fn render_prompt(chat: &dno_model::ChatTemplate, system: Option<&str>, history: Option<&str>, prompt: &str) -> anyhow::Result<String> {
+    let turns = dno_data::conversation(system, history, prompt)?;
+    let messages: Vec<(&str, &str)> = turns.iter().map(|t| (t.role.as_str(), t.content.as_str())).collect();
+    chat.render_messages(&messages, true)
+}
 
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;

@@ -174,6 +174,7 @@ pub fn run(a: Args) -> Result<()> {
                 prompt_id: c.prompt_id.clone(),
                 prompt: c.prompt.clone(),
                 system: c.system.clone(),
+                history: c.history.clone(),
                 chosen: c.response.clone(),
                 rejected: r.response.clone(),
                 chosen_id: c.sample_id.clone(),

@@ -93,33 +93,8 @@ pub struct Args {
     pub force: bool,
 }
 
-/// Degenerate-output rule (the paper's "defect detection"): a response is repetitive when it
-/// has at least 16 word 4-grams and more than half of them repeat an earlier 4-gram, or (for
-/// text without spaces) at least 64 character 8-grams of which more than half repeat.
-pub fn is_repetitive(text: &str) -> bool {
-    fn repeat_share<T: std::hash::Hash + Eq>(grams: Vec<T>) -> f64 {
-        let n = grams.len();
-        let distinct: HashSet<T> = grams.into_iter().collect();
-        1.0 - distinct.len() as f64 / n as f64
-    }
-    let words: Vec<&str> = text.split_whitespace().collect();
-    if words.len() >= 19 {
-        return repeat_share(words.windows(4).collect()) > 0.5;
-    }
-    let chars: Vec<char> = text.chars().collect();
-    if chars.len() >= 71 {
-        return repeat_share(chars.windows(8).collect()) > 0.5;
-    }
-    false
-}
+pub use dno_data::{is_repetitive, reference_id, sample_id};
 
-/// Deterministic ids and seeds: a hash of (prompt_id, policy, sample_index, seed).
-pub fn sample_id(prompt_id: &str, policy: &str, index: i32, seed: u64) -> String {
-    format!("{:016x}", stable_hash(&[prompt_id, policy, &index.to_string(), &seed.to_string()]))
-}
-pub fn reference_id(prompt_id: &str) -> String {
-    format!("ref-{:016x}", stable_hash(&[prompt_id, "reference"]))
-}
 fn sample_seed(seed: u64, prompt_id: &str, index: usize) -> u64 {
     stable_hash(&["sample-seed", &seed.to_string(), prompt_id, &index.to_string()])
 }
@@ -249,6 +224,7 @@ fn reference_row(p: &PromptRow, text: &str, policy: &str, seed: u64) -> SampleRo
         sample_id: reference_id(&p.prompt_id),
         prompt: p.prompt.clone(),
         system: p.system.clone(),
+        history: p.history.clone(),
         answer: p.answer.clone(),
         response: text.to_string(),
         source: "reference".into(),
@@ -268,6 +244,7 @@ fn policy_row(p: &PromptRow, policy: &str, a: &Args, i: usize, text: String, nto
         sample_id: sample_id(&p.prompt_id, policy, i as i32, a.seed),
         prompt: p.prompt.clone(),
         system: p.system.clone().or_else(|| a.system.clone()),
+        history: p.history.clone(),
         answer: p.answer.clone(),
         repetitive: is_repetitive(&text),
         response: text,
@@ -322,10 +299,14 @@ fn sample_burn(lm: &dno_model::LoadedModel, a: &Args, policy: &str, prompts: &[&
     let mut kept: Vec<&PromptRow> = Vec::new();
     for p in prompts {
         let mut ids = if a.raw {
+            if p.history.is_some() {
+                bail!("prompt '{}' is a conversation (it has a history); --raw sends single prompts without a chat template", p.prompt_id);
+            }
             lm.tokenizer.encode(&p.prompt, true)?
         } else {
             let system = p.system.as_deref().or(a.system.as_deref());
-            let text = lm.chat.render(system, &p.prompt, true).with_context(|| format!("prompt '{}': chat template", p.prompt_id))?;
+            let text = super::render_prompt(&lm.chat, system, p.history.as_deref(), &p.prompt)
+                .with_context(|| format!("prompt '{}': chat template", p.prompt_id))?;
             lm.tokenizer.encode(&text, false)?
         };
         if ids.len() + a.max_new_tokens > ctx {
@@ -380,11 +361,15 @@ async fn sample_openai(client: std::sync::Arc<dno_oracle::client::Client>, a: &A
     for p in prompts {
         for i in 0..a.k {
             let client = client.clone();
-            let mut messages = Vec::new();
-            if let Some(s) = p.system.as_deref().or(a.system.as_deref()) {
-                messages.push(dno_oracle::client::Message::system(s));
+            if a.raw && p.history.is_some() {
+                bail!("prompt '{}' is a conversation (it has a history); --raw sends single prompts without a chat template", p.prompt_id);
             }
-            messages.push(dno_oracle::client::Message::user(p.prompt.clone()));
+            let messages: Vec<dno_oracle::client::Message> =
+                dno_data::conversation(p.system.as_deref().or(a.system.as_deref()), p.history.as_deref(), &p.prompt)
+                    .with_context(|| format!("prompt '{}'", p.prompt_id))?
+                    .into_iter()
+                    .map(|t| dno_oracle::client::Message { role: t.role, content: t.content })
+                    .collect();
             let sampling = dno_oracle::client::Sampling {
                 n: Some(1),
                 temperature: Some(a.temperature as f64),

@@ -124,8 +124,8 @@ fn stop_flag() -> Arc<AtomicBool> {
 }
 
 /// Tokenise prompt (through the chat template) and response (+ EOS, so the model learns to stop).
-fn encode(lm: &LoadedModel, system: Option<&str>, prompt: &str, response: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-    let text = lm.chat.render(system, prompt, true)?;
+fn encode(lm: &LoadedModel, system: Option<&str>, history: Option<&str>, prompt: &str, response: &str) -> Result<(Vec<u32>, Vec<u32>)> {
+    let text = super::render_prompt(&lm.chat, system, history, prompt)?;
     let p = lm.tokenizer.encode(&text, false)?;
     let mut r = lm.tokenizer.encode(response, false)?;
     if let Some(&eos) = lm.tokenizer.eos_ids.first() {
@@ -194,8 +194,9 @@ pub fn run(a: Args) -> Result<()> {
     let mut examples = Vec::new();
     for (i, p) in pairs.iter().enumerate() {
         let sys = p.system.as_deref().or(a.system.as_deref());
-        let (pt, ct) = encode(&lm, sys, &p.prompt, &p.chosen).with_context(|| format!("pairs row {i}"))?;
-        let rejected = if loss == dno_math::LossKind::Sft { None } else { Some(encode(&lm, sys, &p.prompt, &p.rejected)?.1) };
+        let hist = p.history.as_deref();
+        let (pt, ct) = encode(&lm, sys, hist, &p.prompt, &p.chosen).with_context(|| format!("pairs row {i}"))?;
+        let rejected = if loss == dno_math::LossKind::Sft { None } else { Some(encode(&lm, sys, hist, &p.prompt, &p.rejected)?.1) };
         examples.push(TrainExample {
             id: format!("{}|{}|{}", p.chosen_id, p.rejected_id, p.iteration),
             prompt_tokens: pt,
@@ -209,7 +210,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     for (i, p) in prompts.iter().enumerate() {
         let reference = p.reference.as_deref().ok_or_else(|| anyhow!("prompts row {i} ('{}'): no `reference` to train on", p.prompt_id))?;
-        let (pt, ct) = encode(&lm, p.system.as_deref().or(a.system.as_deref()), &p.prompt, reference)?;
+        let (pt, ct) = encode(&lm, p.system.as_deref().or(a.system.as_deref()), p.history.as_deref(), &p.prompt, reference)
+            .with_context(|| format!("prompts row {i} ('{}')", p.prompt_id))?;
         examples.push(TrainExample {
             id: p.prompt_id.clone(),
             prompt_tokens: pt,
