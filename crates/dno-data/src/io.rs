@@ -129,7 +129,15 @@ impl DatasetReader {
                 check_nulls(self.dataset, file, &batch, row0)?;
                 check_unit_interval(self.dataset, file, &batch, row0)?;
                 check_history(self.dataset, file, &batch, row0)?;
-                let keys: Vec<&StringArray> = key_cols.iter().map(|k| string_col(&batch, k)).collect::<Result<_>>()?;
+                // Key columns as text (`metrics` is keyed by its int64 `step`).
+                let key_text: Vec<ArrayRef> = key_cols
+                    .iter()
+                    .map(|k| {
+                        let a = batch.column_by_name(k).expect("normalised batch has every column");
+                        arrow_cast::cast(a, &arrow_schema::DataType::Utf8).map_err(|e| anyhow!("{}: key column '{k}': {e}", file.display()))
+                    })
+                    .collect::<Result<_>>()?;
+                let keys: Vec<&StringArray> = key_text.iter().map(|a| a.as_any().downcast_ref::<StringArray>().expect("cast to utf8")).collect();
                 for i in 0..batch.num_rows() {
                     let mut h = sha2::Sha256::new();
                     use sha2::Digest;
