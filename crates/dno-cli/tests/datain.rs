@@ -78,6 +78,8 @@ fn parquet_from_every_writer_is_imported_and_sampled() {
         let meta = parquet::file::reader::SerializedFileReader::new(std::fs::File::open(p.join(f)).unwrap()).unwrap();
         use parquet::file::reader::FileReader;
         let codec = meta.metadata().row_group(0).column(1).compression();
+        assert!(ok(&["validate", f, "--schema", "prompts"], p).contains("ok: 4 rows"), "{f}");
+        assert!(ok(&["inspect", f], p).contains("p3"), "{f}");
         let imported = format!("{f}.imported.parquet");
         ok(&["prompts", "import", f, "--out", &imported], p);
         let rows: Vec<PromptRow> = read(&p.join(&imported));

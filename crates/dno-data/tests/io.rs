@@ -41,7 +41,7 @@ fn round_trip_with_metadata_and_provenance() {
     assert_eq!(back, rows);
     let md = read_metadata(&f).unwrap();
     assert_eq!(md.get(META_SCHEMA).map(String::as_str), Some("prompts"));
-    assert_eq!(md.get(META_VERSION).map(String::as_str), Some("1"));
+    assert_eq!(md.get(META_VERSION).map(String::as_str), Some("2"));
     let p = read_provenance(&f).unwrap().unwrap();
     assert_eq!(p.stage, "test");
     assert_eq!(p.config["k"], 1);
