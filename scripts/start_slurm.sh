@@ -3,9 +3,9 @@
 # pipelines/slurm. Idempotent: does nothing when sinfo already answers. Needs root and Debian's
 # slurm-wlm + munge packages (.ci/run installs them). No cgroups: proctrack/linuxproc, task/none.
 set -euo pipefail
-if sinfo -h >/dev/null 2>&1 && [ "$(sinfo -h -o %T | head -1)" = "idle" ]; then
-  echo "slurm: already running"; exit 0
-fi
+case "$(sinfo -h -o %T 2>/dev/null | head -1)" in
+  idle|mixed|allocated) echo "slurm: already running"; exit 0 ;;
+esac
 for bin in munged slurmctld slurmd sbatch; do
   command -v "$bin" >/dev/null || { echo "slurm: $bin not installed (apt-get install slurm-wlm munge)" >&2; exit 1; }
 done
