@@ -390,9 +390,11 @@ fn scan_samples(reader: &DatasetReader, shard: Option<Shard>) -> Result<Scan> {
             scan.missing_answer.get_or_insert(id);
         }
     };
+    // Positions need a second set of prompt ids only for a shard of a plain file (ranks among all prompts).
+    let ranks_needed = shard.is_some() && reader.shards().is_none();
     for batch in reader.rows::<SampleRow>() {
         for s in batch? {
-            let position = order.note(&s.prompt_id);
+            let position = if ranks_needed || reader.shards().is_some() { order.note(&s.prompt_id) } else { scan.positions.len() as u64 };
             if shard.is_some_and(|sh| !sh.contains(&s.prompt_id)) {
                 continue;
             }
@@ -405,10 +407,12 @@ fn scan_samples(reader: &DatasetReader, shard: Option<Shard>) -> Result<Scan> {
                 }
                 _ => {
                     note_missing(current.take(), &mut scan);
-                    if scan.positions.insert(s.prompt_id.clone(), position).is_none() {
-                        scan.prompts += 1;
-                    } else {
-                        scan.contiguous = false;
+                    match scan.positions.entry(s.prompt_id.clone()) {
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(position);
+                            scan.prompts += 1;
+                        }
+                        std::collections::btree_map::Entry::Occupied(_) => scan.contiguous = false,
                     }
                     current = Some((s.prompt_id, s.prompt, s.answer.is_some()));
                 }
