@@ -35,6 +35,8 @@ enum Command {
     Train(cmd::train::Args),
     /// Stage 5: win-rate against a fixed baseline, with CI and a length-controlled figure.
     Eval(cmd::eval::Args),
+    /// Join a stage's `--shard I/N` outputs into one file, as the unsharded run writes it.
+    Merge(cmd::merge::Args),
     /// Per-iteration report (markdown table + SVG plot) from a run directory's eval files.
     Report(cmd::report::Args),
     /// Work with prompt files (import JSONL, JSON, CSV, Parquet; chat conversations).
@@ -84,6 +86,7 @@ fn main() {
         Command::Pair(a) => cmd::pair::run(a),
         Command::Train(a) => cmd::train::run(a),
         Command::Eval(a) => cmd::eval::run(a),
+        Command::Merge(a) => cmd::merge::run(a),
         Command::Report(a) => cmd::report::run(a),
         Command::Prompts(c) => cmd::prompts::run(c),
         Command::Samples(c) => cmd::samples::run(c),

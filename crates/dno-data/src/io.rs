@@ -7,6 +7,7 @@
 use crate::provenance::{is_temp_name, Provenance};
 use crate::rows::Row;
 use crate::schema::{Dataset, META_PROVENANCE, META_SCHEMA, META_VERSION};
+use crate::shard::{parse_meta, ShardSet, META_SHARD};
 use anyhow::{anyhow, bail, Context, Result};
 use arrow_array::{Array, ArrayRef, Float64Array, RecordBatch, StringArray};
 use arrow_schema::{Field, FieldRef, Schema, SchemaRef};
@@ -92,17 +93,60 @@ pub struct DatasetReader {
     dataset: Dataset,
     files: Vec<PathBuf>,
     rows: u64,
+    file_rows: Vec<u64>,
+    /// Set when the files are `--shard` outputs (see [`crate::shard`]).
+    shards: Option<ShardSet>,
 }
 
 impl DatasetReader {
-    /// Resolve the inputs and check every file's footer and schema (cheap: metadata only).
+    /// Resolve the inputs and check every file's footer and schema (cheap: metadata only), and,
+    /// for shard outputs, that they form one run's shards (all N of them, unless a single shard
+    /// file is given on its own).
     pub fn open(dataset: Dataset, paths: &[PathBuf]) -> Result<Self> {
-        let files = resolve_inputs(paths)?;
-        let mut rows = 0;
-        for f in &files {
-            rows += check_file_schema(dataset, f)?;
+        let single_file = paths.len() == 1 && paths[0].is_file();
+        Self::open_checked(dataset, paths, !single_file)
+    }
+
+    /// [`DatasetReader::open`] for a stage run as `shard` (None: unsharded): when the inputs are
+    /// shard outputs of the same N, only shard I's file is read, and the other shards need not
+    /// exist yet (shard I of the next stage can start as soon as shard I of this one is done).
+    pub fn open_for_shard(dataset: Dataset, paths: &[PathBuf], shard: Option<crate::shard::Shard>) -> Result<Self> {
+        let Some(shard) = shard else { return Self::open(dataset, paths) };
+        let r = Self::open_checked(dataset, paths, false)?;
+        match &r.shards {
+            Some(set) if set.count() == shard.count && (0..r.files.len()).any(|i| set.shard_of_file(i) == shard) => Ok(r.only_shard(shard)),
+            _ => Self::open(dataset, paths),
         }
-        Ok(DatasetReader { dataset, files, rows })
+    }
+
+    fn open_checked(dataset: Dataset, paths: &[PathBuf], complete: bool) -> Result<Self> {
+        let files = resolve_inputs(paths)?;
+        let mut file_rows = Vec::with_capacity(files.len());
+        let mut metas = Vec::with_capacity(files.len());
+        for f in &files {
+            let (n, shard) = check_file_schema(dataset, f)?;
+            file_rows.push(n);
+            metas.push(shard.map(|v| parse_meta(f, &v)).transpose()?);
+        }
+        let shards = ShardSet::check(&files, metas, complete)?;
+        Ok(DatasetReader { dataset, files, rows: file_rows.iter().sum(), file_rows, shards })
+    }
+
+    /// The shard set, when the files are `--shard` outputs.
+    pub fn shards(&self) -> Option<&ShardSet> {
+        self.shards.as_ref()
+    }
+
+    /// Only the file of shard `shard`, when the files are shards of the same N; otherwise `self`
+    /// unchanged.
+    fn only_shard(self, shard: crate::shard::Shard) -> Self {
+        let Some(set) = &self.shards else { return self };
+        let keep: Vec<usize> = (0..self.files.len()).filter(|&i| set.shard_of_file(i) == shard).collect();
+        if set.count() != shard.count || keep.len() != 1 {
+            return self;
+        }
+        let fi = keep[0];
+        DatasetReader { dataset: self.dataset, files: vec![self.files[fi].clone()], rows: self.file_rows[fi], file_rows: vec![self.file_rows[fi]], shards: Some(set.only_file(fi)) }
     }
 
     pub fn dataset(&self) -> Dataset {
@@ -129,6 +173,12 @@ impl DatasetReader {
                 check_nulls(self.dataset, file, &batch, row0)?;
                 check_unit_interval(self.dataset, file, &batch, row0)?;
                 check_history(self.dataset, file, &batch, row0)?;
+                if let Some(set) = &self.shards {
+                    let ids = string_col(&batch, "prompt_id")?;
+                    for i in 0..batch.num_rows() {
+                        set.check_row(file, fi, row0 + i as u64, ids.value(i))?;
+                    }
+                }
                 // Key columns as text (`metrics` is keyed by its int64 `step`).
                 let key_text: Vec<ArrayRef> = key_cols
                     .iter()
@@ -165,30 +215,49 @@ impl DatasetReader {
         Ok(())
     }
 
-    /// Stream typed rows, one record batch at a time.
+    /// Stream typed rows, one record batch at a time, file by file (for shard outputs that is
+    /// shard by shard; [`DatasetReader::read_all`] restores the unsharded order).
     pub fn rows<T: Row>(&self) -> impl Iterator<Item = Result<Vec<T>>> + '_ {
         assert_eq!(T::DATASET, self.dataset, "row type does not match the reader's dataset");
         self.files.iter().flat_map(move |file| {
             let it: Box<dyn Iterator<Item = Result<Vec<T>>>> = match batches_of(self.dataset, file) {
-                Ok(b) => Box::new(b.map(move |batch| {
-                    let batch = batch?;
-                    serde_arrow::from_record_batch::<Vec<T>>(&batch)
-                        .map_err(|e| anyhow!("{}: cannot decode {} rows: {e}", file.display(), self.dataset))
-                })),
+                Ok(b) => Box::new(b.map(move |batch| decode(self.dataset, file, &batch?))),
                 Err(e) => Box::new(std::iter::once(Err(e))),
             };
             it
         })
     }
 
-    /// Read every row into memory (for stages whose state is per-dataset anyway).
+    /// Read every row into memory (for stages whose state is per-dataset anyway). Shard outputs
+    /// come back in the unsharded order: rows sorted (stably) by their prompt's position.
     pub fn read_all<T: Row>(&self) -> Result<Vec<T>> {
-        let mut out = Vec::new();
-        for chunk in self.rows::<T>() {
-            out.extend(chunk?);
+        let Some(set) = &self.shards else {
+            let mut out = Vec::new();
+            for chunk in self.rows::<T>() {
+                out.extend(chunk?);
+            }
+            return Ok(out);
+        };
+        let mut keyed: Vec<(u64, T)> = Vec::with_capacity(self.rows as usize);
+        for file in &self.files {
+            for batch in batches_of(self.dataset, file)? {
+                let batch = batch?;
+                let ids = string_col(&batch, "prompt_id")?;
+                for (i, row) in decode::<T>(self.dataset, file, &batch)?.into_iter().enumerate() {
+                    let pos = set
+                        .position(ids.value(i))
+                        .ok_or_else(|| anyhow!("{}: prompt '{}' is not listed in the file's {META_SHARD} metadata", file.display(), ids.value(i)))?;
+                    keyed.push((pos, row));
+                }
+            }
         }
-        Ok(out)
+        keyed.sort_by_key(|(pos, _)| *pos);
+        Ok(keyed.into_iter().map(|(_, r)| r).collect())
     }
+}
+
+fn decode<T: Row>(dataset: Dataset, file: &Path, batch: &RecordBatch) -> Result<Vec<T>> {
+    serde_arrow::from_record_batch::<Vec<T>>(batch).map_err(|e| anyhow!("{}: cannot decode {dataset} rows: {e}", file.display()))
 }
 
 /// Open, validate and read a whole dataset.
@@ -199,8 +268,9 @@ pub fn read_validated<T: Row>(paths: &[PathBuf]) -> Result<(DatasetReader, Vec<T
     Ok((reader, rows))
 }
 
-/// Check one file's footer, schema metadata and columns; returns its row count.
-fn check_file_schema(dataset: Dataset, file: &Path) -> Result<u64> {
+/// Check one file's footer, schema metadata and columns; returns its row count and its
+/// `dno.shard` metadata, if any.
+fn check_file_schema(dataset: Dataset, file: &Path) -> Result<(u64, Option<String>)> {
     let f = File::open(file).with_context(|| format!("{}: cannot open", file.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| anyhow!("{}: not a valid Parquet file (truncated or corrupt?): {e}", file.display()))?;
@@ -250,7 +320,7 @@ fn check_file_schema(dataset: Dataset, file: &Path) -> Result<u64> {
             ),
         }
     }
-    Ok(builder.metadata().file_metadata().num_rows() as u64)
+    Ok((builder.metadata().file_metadata().num_rows() as u64, kv.get(META_SHARD).cloned()))
 }
 
 /// Record batches of one file, normalised to the dataset's canonical schema: known columns only,

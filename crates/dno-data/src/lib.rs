@@ -8,12 +8,14 @@ pub mod parts;
 pub mod provenance;
 pub mod rows;
 pub mod schema;
+pub mod shard;
 
 pub use io::{check_output, read_metadata, read_provenance, read_validated, resolve_inputs, write_atomic, DatasetReader, DatasetWriter};
 pub use parts::PartStore;
 pub use provenance::{fingerprint, InputRef, Provenance};
 pub use rows::{conversation, judge_view, parse_history, EvalRow, MetricRow, PairRow, PreferenceRow, PromptRow, Row, SampleRow, Turn};
 pub use schema::{Dataset, META_PROVENANCE, META_SCHEMA, META_VERSION};
+pub use shard::{PromptOrder, Shard, ShardMeta, ShardSet, META_SHARD};
 
 /// A stable 64-bit hash (FNV-1a) used for deterministic ids, seeds and shard assignment.
 /// Unlike `std`'s hasher it never changes between Rust releases.

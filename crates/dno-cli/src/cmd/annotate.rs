@@ -9,14 +9,14 @@
 //! preferences: by default any failure means no output and a non-zero exit.
 
 use anyhow::{anyhow, bail, Context, Result};
-use dno_data::{Dataset, DatasetReader, DatasetWriter, PreferenceRow, Provenance, SampleRow};
+use dno_data::{Dataset, DatasetReader, DatasetWriter, PreferenceRow, PromptOrder, Provenance, SampleRow, Shard, ShardMeta, META_SHARD};
 use dno_oracle::{
     Accounting, Cache, Candidate, Client, ClientConfig, CommandConfig, CommandOracle, Failure, Item, ItemResult, Judge, JudgeConfig,
     JudgeMode, Oracle, PairSpec, Progress, RunOptions, Verifier, VerifyMode,
 };
 use serde::Serialize;
 use std::cell::RefCell;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap};
 use std::path::{Path, PathBuf};
 use std::sync::Arc;
 
@@ -201,6 +201,12 @@ pub struct Args {
     /// Write the successful judgments even when some failed (they are left out of the output).
     #[arg(long)]
     pub allow_failures: bool,
+    /// Judge only shard I of N: the prompts whose stable hash of prompt_id falls in shard I, as
+    /// `dno sample --shard` splits them (given a shard directory of N samples files, only
+    /// shard I's file is read). The default cache `<out>.cache.jsonl` is then per shard; give
+    /// each shard its own --cache too.
+    #[arg(long, value_name = "I/N")]
+    pub shard: Option<String>,
     /// Overwrite an existing output.
     #[arg(long)]
     pub force: bool,
@@ -375,12 +381,14 @@ struct Scan {
     prompts: usize,
     contiguous: bool,
     missing_answer: Option<String>,
+    /// Position of each prompt in the unsharded order (see `dno_data::shard`).
+    positions: BTreeMap<String, u64>,
 }
 
-fn scan_samples(reader: &DatasetReader) -> Result<Scan> {
+fn scan_samples(reader: &DatasetReader, shard: Option<Shard>) -> Result<Scan> {
     let file = &reader.files()[0];
-    let mut seen: HashSet<String> = HashSet::new();
-    let mut scan = Scan { prompts: 0, contiguous: true, missing_answer: None };
+    let mut order = PromptOrder::new(reader.shards());
+    let mut scan = Scan { prompts: 0, contiguous: true, missing_answer: None, positions: BTreeMap::new() };
     // (prompt_id, prompt, has an answer) of the run of rows being read.
     let mut current: Option<(String, String, bool)> = None;
     let note_missing = |run: Option<(String, String, bool)>, scan: &mut Scan| {
@@ -388,8 +396,14 @@ fn scan_samples(reader: &DatasetReader) -> Result<Scan> {
             scan.missing_answer.get_or_insert(id);
         }
     };
+    // Positions need a second set of prompt ids only for a shard of a plain file (ranks among all prompts).
+    let ranks_needed = shard.is_some() && reader.shards().is_none();
     for batch in reader.rows::<SampleRow>() {
         for s in batch? {
+            let position = if ranks_needed || reader.shards().is_some() { order.note(&s.prompt_id) } else { scan.positions.len() as u64 };
+            if shard.is_some_and(|sh| !sh.contains(&s.prompt_id)) {
+                continue;
+            }
             match current.as_mut() {
                 Some((id, prompt, has_answer)) if *id == s.prompt_id => {
                     if *prompt != s.prompt {
@@ -399,10 +413,12 @@ fn scan_samples(reader: &DatasetReader) -> Result<Scan> {
                 }
                 _ => {
                     note_missing(current.take(), &mut scan);
-                    if seen.insert(s.prompt_id.clone()) {
-                        scan.prompts += 1;
-                    } else {
-                        scan.contiguous = false;
+                    match scan.positions.entry(s.prompt_id.clone()) {
+                        std::collections::btree_map::Entry::Vacant(v) => {
+                            v.insert(position);
+                            scan.prompts += 1;
+                        }
+                        std::collections::btree_map::Entry::Occupied(_) => scan.contiguous = false,
                     }
                     current = Some((s.prompt_id, s.prompt, s.answer.is_some()));
                 }
@@ -413,14 +429,18 @@ fn scan_samples(reader: &DatasetReader) -> Result<Scan> {
     Ok(scan)
 }
 
-/// Group samples by prompt (in file order) into oracle items, all in memory (used when a
-/// prompt's samples are spread over the input, e.g. policy and teacher samples in two files).
-fn items_in_memory(reader: &DatasetReader) -> Result<Vec<Item>> {
+/// Group samples by prompt into oracle items, all in memory, in the unsharded order (used when a
+/// prompt's samples are spread over the input, e.g. policy and teacher samples in two files, or
+/// when the input is several shard files).
+fn items_in_memory(reader: &DatasetReader, scan: &Scan) -> Result<Vec<Item>> {
     let file = &reader.files()[0];
     let mut order: Vec<Item> = Vec::new();
     let mut index: HashMap<String, usize> = HashMap::new();
     for batch in reader.rows::<SampleRow>() {
         for s in batch? {
+            if !scan.positions.contains_key(&s.prompt_id) {
+                continue;
+            }
             let i = *index.entry(s.prompt_id.clone()).or_insert_with(|| {
                 order.push(new_item(&s));
                 order.len() - 1
@@ -428,12 +448,13 @@ fn items_in_memory(reader: &DatasetReader) -> Result<Vec<Item>> {
             add_candidate(&mut order[i], s, file)?;
         }
     }
+    order.sort_by_key(|it| scan.positions[&it.prompt_id]);
     Ok(order)
 }
 
 /// Items built lazily, one prompt at a time, from contiguous samples: memory stays flat however
 /// many samples there are. A read error ends the stream and is left in `error`.
-fn items_streamed<'a>(reader: &'a DatasetReader, error: &'a RefCell<Option<anyhow::Error>>) -> impl Iterator<Item = Item> + 'a {
+fn items_streamed<'a>(reader: &'a DatasetReader, shard: Option<Shard>, error: &'a RefCell<Option<anyhow::Error>>) -> impl Iterator<Item = Item> + 'a {
     let file = reader.files()[0].clone();
     let mut rows = reader
         .rows::<SampleRow>()
@@ -443,6 +464,7 @@ fn items_streamed<'a>(reader: &'a DatasetReader, error: &'a RefCell<Option<anyho
                 Err(e) => Box::new(std::iter::once(Err(e))),
             }
         })
+        .filter(move |r| r.as_ref().map_or(true, |s| shard.is_none_or(|sh| sh.contains(&s.prompt_id))))
         .peekable();
     std::iter::from_fn(move || {
         let first = match rows.next()? {
@@ -481,20 +503,26 @@ pub fn run(a: Args) -> Result<()> {
     if !a.dry_run {
         dno_data::check_output(&a.out, a.force)?;
     }
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let oracle = a.oracle.build(a.seed)?;
-    let reader = DatasetReader::open(Dataset::Samples, &a.samples)?;
+    let reader = DatasetReader::open_for_shard(Dataset::Samples, &a.samples, shard)?;
     reader.validate()?;
-    let scan = scan_samples(&reader)?;
+    let scan = scan_samples(&reader, shard)?;
     if scan.prompts == 0 {
-        bail!("{}: no samples", a.samples[0].display());
+        match shard {
+            Some(sh) => log::warn!("shard {sh}: none of the samples' prompts falls in this shard; writing an empty output"),
+            None => bail!("{}: no samples", a.samples[0].display()),
+        }
     }
     // Items are built one prompt at a time while the run pulls them (flat memory), unless a
-    // prompt's samples are spread over the input; then they are grouped in memory first.
-    let grouped = if scan.contiguous {
+    // prompt's samples are spread over the input, or the input is several shard files (read
+    // back in the unsharded order); then they are grouped in memory first.
+    let shard_files = reader.shards().is_some() && reader.files().len() > 1;
+    let grouped = if scan.contiguous && !shard_files {
         None
     } else {
-        log::info!("samples of some prompts are not contiguous; grouping {} prompts in memory", scan.prompts);
-        Some(items_in_memory(&reader)?)
+        log::info!("samples of some prompts are not contiguous or in several shard files; grouping {} prompts in memory", scan.prompts);
+        Some(items_in_memory(&reader, &scan)?)
     };
     let missing_answer = match &grouped {
         Some(items) => items.iter().find(|it| it.answer.is_none()).map(|it| it.prompt_id.clone()),
@@ -509,7 +537,7 @@ pub fn run(a: Args) -> Result<()> {
     let read_error: RefCell<Option<anyhow::Error>> = RefCell::new(None);
     let items: Box<dyn Iterator<Item = Item> + '_> = match grouped {
         Some(items) => Box::new(items.into_iter()),
-        None => Box::new(items_streamed(&reader, &read_error)),
+        None => Box::new(items_streamed(&reader, shard, &read_error)),
     };
     let opts = a.oracle.run_options(pairs, a.seed);
     let (cache_path, cache) = stage_cache(&oracle, &a.cache, &a.out, a.dry_run)?;
@@ -586,7 +614,11 @@ pub fn run(a: Args) -> Result<()> {
         log::warn!("{} judgments failed and are left out (--allow-failures); first: {}", failures.len(), failures[0].error);
     }
     w.set_metadata("dno.accounting", serde_json::to_string(&report)?);
+    if let Some(sh) = shard {
+        w.set_metadata(META_SHARD, ShardMeta::new(sh, scan.positions).to_json());
+    }
     let n = w.finish().with_context(|| format!("writing {}", a.out.display()))?;
-    eprintln!("preferences: {n} written to {}", a.out.display());
+    let of = shard.map(|sh| format!(" (shard {sh})")).unwrap_or_default();
+    eprintln!("preferences: {n} written to {}{of}", a.out.display());
     Ok(())
 }

@@ -14,11 +14,11 @@
 
 use super::annotate::{drive, failures_error, stage_cache, OracleArgs, RunAccounting};
 use anyhow::{anyhow, bail, Context, Result};
-use dno_data::{read_validated, DatasetReader, DatasetWriter, EvalRow, PromptRow, Provenance, SampleRow};
+use dno_data::{read_validated, Dataset, DatasetReader, DatasetWriter, EvalRow, PromptOrder, PromptRow, Provenance, SampleRow, Shard, ShardMeta, META_SHARD};
 use dno_eval::{Comparison, EvalOptions, EvalSummary};
 use dno_oracle::{Candidate, Failure, Item, Judgment, Oracle, PairSpec, Verifier};
 use serde::Serialize;
-use std::collections::{HashMap, HashSet};
+use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
 
 #[derive(clap::Args, Serialize)]
@@ -62,6 +62,11 @@ pub struct Args {
     /// Summarise the successful comparisons even when some failed.
     #[arg(long)]
     pub allow_failures: bool,
+    /// Evaluate only shard I of N (by the stable hash of prompt_id, as `dno sample --shard`).
+    /// A shard output holds its comparisons but no summary: `dno merge` of all N shards writes
+    /// the eval file with the summary, equal to an unsharded run's.
+    #[arg(long, value_name = "I/N", conflicts_with = "report")]
+    pub shard: Option<String>,
     /// Overwrite an existing output.
     #[arg(long)]
     pub force: bool,
@@ -69,6 +74,24 @@ pub struct Args {
     /// in `iter-<t>/`, else the output alone, with the report beside it).
     #[arg(long)]
     pub report: bool,
+}
+
+/// Metadata key of the options the summary is computed with (so `dno merge` of eval shards
+/// computes the same summary as an unsharded run).
+pub const EVAL_OPTIONS_KEY: &str = "dno.eval_options";
+
+/// The comparison an eval row stands for (what `dno_eval::summarize` reads).
+pub fn comparison(r: &EvalRow) -> Comparison {
+    Comparison {
+        prompt_id: r.prompt_id.clone(),
+        p_candidate: r.p_candidate,
+        p_candidate_first: r.p_candidate_first,
+        p_candidate_second: r.p_candidate_second,
+        candidate_len: r.candidate_len as usize,
+        baseline_len: r.baseline_len as usize,
+        candidate_correct: r.candidate_correct,
+        baseline_correct: r.baseline_correct,
+    }
 }
 
 /// One response of either side.
@@ -143,10 +166,26 @@ fn baselines(a: &Args, cand_samples: &[SampleRow]) -> Result<(HashMap<String, (R
     Ok((map, Vec::new(), "the candidate file's reference rows".to_string()))
 }
 
-fn plan(a: &Args, cand: &DatasetReader, cand_samples: &[SampleRow], base: &HashMap<String, (Resp, Option<String>)>) -> Result<Vec<Planned>> {
-    let (order, by) = policy_by_prompt(cand_samples);
-    if order.is_empty() {
+/// The comparisons to judge, and (with `shard`) the position of each of their prompts in the
+/// unsharded order.
+fn plan(
+    a: &Args,
+    shard: Option<Shard>,
+    cand: &DatasetReader,
+    cand_samples: &[SampleRow],
+    base: &HashMap<String, (Resp, Option<String>)>,
+) -> Result<(Vec<Planned>, BTreeMap<String, u64>)> {
+    let (mut order, by) = policy_by_prompt(cand_samples);
+    if order.is_empty() && shard.is_none() {
         bail!("{}: no policy samples (source=policy) to evaluate", cand.files()[0].display());
+    }
+    let mut positions = PromptOrder::new(cand.shards());
+    let mut shard_positions = BTreeMap::new();
+    if let Some(sh) = shard {
+        order.retain(|pid| {
+            let pos = positions.note(pid);
+            sh.contains(pid) && shard_positions.insert(pid.clone(), pos).is_none()
+        });
     }
     let mut planned = Vec::new();
     let mut no_baseline = 0usize;
@@ -168,7 +207,7 @@ fn plan(a: &Args, cand: &DatasetReader, cand_samples: &[SampleRow], base: &HashM
         }
     }
     let cand_set: HashSet<&String> = order.iter().collect();
-    let no_candidate = base.keys().filter(|k| !cand_set.contains(k)).count();
+    let no_candidate = base.keys().filter(|k| !cand_set.contains(k) && shard.is_none_or(|sh| sh.contains(k))).count();
     if no_baseline > 0 {
         log::warn!("{no_baseline} of {} candidate prompts have no baseline response and are skipped", order.len());
     }
@@ -176,16 +215,19 @@ fn plan(a: &Args, cand: &DatasetReader, cand_samples: &[SampleRow], base: &HashM
         log::warn!("{no_candidate} baseline prompts have no candidate sample and are skipped");
     }
     if planned.is_empty() {
-        bail!("{}: no prompt in common between the candidate and the baseline", cand.files()[0].display());
+        match shard {
+            Some(sh) => log::warn!("shard {sh}: no comparison falls in this shard; writing an empty output"),
+            None => bail!("{}: no prompt in common between the candidate and the baseline", cand.files()[0].display()),
+        }
     }
-    Ok(planned)
+    Ok((planned, shard_positions))
 }
 
 fn pct(x: Option<f64>) -> String {
     x.map(|v| format!("{:.1}%", 100.0 * v)).unwrap_or_else(|| "-".into())
 }
 
-fn print_summary(s: &EvalSummary, out: &Path) {
+pub fn print_summary(s: &EvalSummary, out: &Path) {
     eprintln!("eval: {} comparisons over {} prompts written to {}", s.n, s.n_prompts, out.display());
     eprintln!(
         "  win-rate {:.1}% ± {:.1} (SE; {:.0}% CI {:.1}%..{:.1}%), length-controlled {:.1}%  [wins {} / ties {} / losses {}]",
@@ -243,9 +285,12 @@ pub fn run(a: Args) -> Result<()> {
     }
     let verifier = Verifier::new(a.oracle.verify_mode()?);
     let oracle = a.oracle.build(a.seed)?;
-    let (cand_reader, cand_samples) = read_validated::<SampleRow>(&a.candidate)?;
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
+    let cand_reader = DatasetReader::open_for_shard(Dataset::Samples, &a.candidate, shard)?;
+    cand_reader.validate()?;
+    let cand_samples: Vec<SampleRow> = cand_reader.read_all()?;
     let (base, base_files, base_desc) = baselines(&a, &cand_samples)?;
-    let planned = plan(&a, &cand_reader, &cand_samples, &base)?;
+    let (planned, shard_positions) = plan(&a, shard, &cand_reader, &cand_samples, &base)?;
     drop(cand_samples);
     if let Oracle::Verifier(_) = oracle {
         if let Some(p) = planned.iter().find(|p| p.answer.is_none()) {
@@ -332,22 +377,11 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let mut rows = Vec::new();
-    let mut comps = Vec::new();
     for (p, j) in planned.iter().zip(&judged) {
         let Some(j) = j else { continue };
         let cand_correct = check(&p.cand.text, p.answer.as_deref());
         let base_correct = check(&p.base.text, p.answer.as_deref());
         let (cl, bl) = (p.cand.text.chars().count(), p.base.text.chars().count());
-        comps.push(Comparison {
-            prompt_id: p.prompt_id.clone(),
-            p_candidate: j.p_a,
-            p_candidate_first: j.p_ab,
-            p_candidate_second: j.p_ba,
-            candidate_len: cl,
-            baseline_len: bl,
-            candidate_correct: cand_correct,
-            baseline_correct: base_correct,
-        });
         rows.push(EvalRow {
             prompt_id: p.prompt_id.clone(),
             candidate_id: p.cand.id.clone(),
@@ -365,16 +399,30 @@ pub fn run(a: Args) -> Result<()> {
     if verify_errors > 0 {
         log::warn!("accuracy: {verify_errors} responses could not be checked (--verify {}): {first_verify_error}", a.oracle.verify);
     }
+    let mut prov = Provenance::new("eval", &a)?;
+    prov.add_inputs(cand_reader.files())?;
+    prov.add_inputs(&base_files)?;
+    if let Some(sh) = shard {
+        // A shard has no summary of its own: `dno merge` computes it over all shards, with these options.
+        report.print("eval");
+        let mut w = DatasetWriter::<EvalRow>::create(&a.out, &prov, a.force)?;
+        w.write_all(rows)?;
+        w.set_metadata(EVAL_OPTIONS_KEY, serde_json::to_string(&opts_eval)?);
+        w.set_metadata("dno.accounting", serde_json::to_string(&report)?);
+        w.set_metadata(META_SHARD, ShardMeta::new(sh, shard_positions).to_json());
+        let n = w.finish().with_context(|| format!("writing {}", a.out.display()))?;
+        eprintln!("eval shard {sh}: {n} comparisons written to {}; `dno merge` of all shards gives the win-rate", a.out.display());
+        return Ok(());
+    }
+    let comps: Vec<Comparison> = rows.iter().map(comparison).collect();
     let summary = dno_eval::summarize(&comps, &opts_eval).map_err(|e| anyhow!("eval summary: {e:#}"))?;
     report.first_position_win_rate = summary.first_position_win_rate;
     report.print("eval");
 
-    let mut prov = Provenance::new("eval", &a)?;
-    prov.add_inputs(cand_reader.files())?;
-    prov.add_inputs(&base_files)?;
     let mut w = DatasetWriter::<EvalRow>::create(&a.out, &prov, a.force)?;
     w.write_all(rows)?;
     w.set_metadata(super::report::SUMMARY_KEY, serde_json::to_string(&summary)?);
+    w.set_metadata(EVAL_OPTIONS_KEY, serde_json::to_string(&opts_eval)?);
     w.set_metadata("dno.accounting", serde_json::to_string(&report)?);
     w.finish().with_context(|| format!("writing {}", a.out.display()))?;
     print_summary(&summary, &a.out);

@@ -5,6 +5,7 @@ pub mod demo;
 pub mod eval;
 pub mod export;
 pub mod inspect;
+pub mod merge;
 pub mod pair;
 pub mod pairs;
 pub mod prompts;

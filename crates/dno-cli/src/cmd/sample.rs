@@ -2,7 +2,7 @@
 //! server, sharded by prompt and resumable (completed batches are saved as part files).
 
 use anyhow::{anyhow, bail, Context, Result};
-use dno_data::{read_validated, shard_of, stable_hash, DatasetWriter, PartStore, PromptRow, Provenance, SampleRow};
+use dno_data::{read_validated, stable_hash, DatasetWriter, PartStore, PromptOrder, PromptRow, Provenance, SampleRow, Shard, ShardMeta, META_SHARD};
 use serde::Serialize;
 use std::collections::{HashMap, HashSet};
 use std::path::PathBuf;
@@ -99,15 +99,6 @@ fn sample_seed(seed: u64, prompt_id: &str, index: usize) -> u64 {
     stable_hash(&["sample-seed", &seed.to_string(), prompt_id, &index.to_string()])
 }
 
-pub fn parse_shard(s: &str) -> Result<(u32, u32)> {
-    let (i, n) = s.split_once('/').ok_or_else(|| anyhow!("--shard '{s}': expected I/N, e.g. 0/4"))?;
-    let (i, n): (u32, u32) = (i.parse().map_err(|_| anyhow!("--shard '{s}': bad I"))?, n.parse().map_err(|_| anyhow!("--shard '{s}': bad N"))?);
-    if n == 0 || i >= n {
-        bail!("--shard '{s}': need 0 <= I < N");
-    }
-    Ok((i, n))
-}
-
 struct Batch {
     rows: Vec<SampleRow>,
     tokens: usize,
@@ -119,18 +110,19 @@ pub fn run(a: Args) -> Result<()> {
     if a.k == 0 && !a.include_reference {
         bail!("-k 0 without --include-reference would produce no samples");
     }
-    let shard = a.shard.as_deref().map(parse_shard).transpose()?;
+    let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let (reader, mut prompts) = read_validated::<PromptRow>(&a.prompts)?;
-    let total_prompts = prompts.len();
-    if let Some((i, n)) = shard {
-        prompts.retain(|p| shard_of(&p.prompt_id, n) == i);
-    }
     if prompts.is_empty() {
-        bail!(
-            "{}: no prompts to sample{}",
-            a.prompts[0].display(),
-            if total_prompts > 0 { " in this shard" } else { " (the file is empty)" }
-        );
+        bail!("{}: no prompts to sample (the file is empty)", a.prompts[0].display());
+    }
+    // A shard remembers each prompt's position in the unsharded order, so shards merge back into it.
+    let mut order = PromptOrder::new(reader.shards());
+    let positions: HashMap<String, u64> = prompts.iter().map(|p| (p.prompt_id.clone(), order.note(&p.prompt_id))).collect();
+    if let Some(shard) = shard {
+        prompts.retain(|p| shard.contains(&p.prompt_id));
+        if prompts.is_empty() {
+            log::warn!("shard {shard}: none of the prompts falls in this shard; writing an empty output");
+        }
     }
     let policy = match (&a.policy, &a.engine[..]) {
         (Some(p), _) => p.clone(),
@@ -198,6 +190,7 @@ pub fn run(a: Args) -> Result<()> {
     let n_all = all.len();
     let policy_rows = all.iter().filter(|r| !r.is_reference()).count();
     let limited_all = all.iter().filter(|r| r.finish_reason == "length").count();
+    let all_ids: HashSet<String> = all.iter().map(|r| r.prompt_id.clone()).collect();
     w.write_all(all)?;
     let wall = started.elapsed().as_secs_f64();
     let summary = serde_json::json!({
@@ -206,6 +199,10 @@ pub fn run(a: Args) -> Result<()> {
         "length_limited_share": limited_all as f64 / policy_rows.max(1) as f64, "engine": a.engine,
     });
     w.set_metadata("dno.sample_summary", summary.to_string());
+    if let Some(shard) = shard {
+        let order = all_ids.iter().map(|id| (id.clone(), positions[id])).collect();
+        w.set_metadata(META_SHARD, ShardMeta::new(shard, order).to_json());
+    }
     w.finish()?;
     parts.cleanup()?;
     eprintln!(
@@ -426,7 +423,5 @@ mod tests {
         assert_eq!(sample_id("p", "m", 0, 1), sample_id("p", "m", 0, 1));
         assert_ne!(sample_id("p", "m", 0, 1), sample_id("p", "m", 1, 1));
         assert_ne!(sample_id("p", "m", 0, 1), sample_id("p", "m", 0, 2));
-        assert_eq!(parse_shard("1/4").unwrap(), (1, 4));
-        assert!(parse_shard("4/4").is_err());
     }
 }
