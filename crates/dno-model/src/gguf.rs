@@ -621,9 +621,6 @@ fn llama3_scaling_from_rope_freqs(g: &GgufFile, cfg: &LlamaConfig) -> Result<Rop
         bail!("rope_freqs.weight has shape {shape:?}, expected [{half}] (head_dim / 2)");
     }
     let arch = g.get_str("general.architecture").unwrap_or("llama");
-    let old_ctx = g
-        .get_u64(&format!("{arch}.rope.scaling.original_context_length"))
-        .unwrap_or(8192) as usize;
     let factor = divisors.iter().copied().fold(1.0f32, f32::max) as f64;
     let wavelen = |i: usize| 2.0 * std::f64::consts::PI * cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim() as f64);
     // In the blend, 1/divisor = (1 - s)/factor + s with s = (old_ctx/wavelen - low)/(high - low).
@@ -631,16 +628,26 @@ fn llama3_scaling_from_rope_freqs(g: &GgufFile, cfg: &LlamaConfig) -> Result<Rop
         .filter(|&i| divisors[i] as f64 > 1.0 + 1e-6 && (divisors[i] as f64) < factor - 1e-6)
         .map(|i| {
             let s = (1.0 / divisors[i] as f64 - 1.0 / factor) / (1.0 - 1.0 / factor);
-            (old_ctx as f64 / wavelen(i), s)
+            (1.0 / wavelen(i), s)
         })
         .collect();
-    let (low, high) = match blend.as_slice() {
-        [(x0, s0), .., (x1, s1)] if (s1 - s0).abs() > 1e-9 => {
-            let width = (x1 - x0) / (s1 - s0);
-            let low = x0 - s0 * width;
-            (low, low + width)
+    // s = A/wavelen - B with A = old_ctx/(high - low), B = low/(high - low): two blended
+    // frequencies give A and B. Without an original context length in the file, low_freq_factor
+    // is taken as 1 (Llama 3.x's value) and old_ctx follows; only the ratios matter to the model.
+    let key_ctx = g.get_u64(&format!("{arch}.rope.scaling.original_context_length")).map(|v| v as f64);
+    let (low, high, old_ctx) = match blend.as_slice() {
+        [(u0, s0), .., (u1, s1)] if (u1 - u0).abs() > 1e-12 => {
+            let a = (s1 - s0) / (u1 - u0);
+            let b = a * u0 - s0;
+            match key_ctx {
+                Some(old) => {
+                    let width = old / a;
+                    (b * width, b * width + width, old)
+                }
+                None => (1.0, 1.0 + 1.0 / b, (a / b).round()),
+            }
         }
-        _ => (1.0, 4.0), // Llama 3.1 / 3.2's values
+        _ => (1.0, 4.0, key_ctx.unwrap_or(8192.0)), // Llama 3.1 / 3.2's values
     };
     let round = |x: f64| (x * 1e4).round() / 1e4;
     let rs = RopeScaling {
@@ -648,7 +655,7 @@ fn llama3_scaling_from_rope_freqs(g: &GgufFile, cfg: &LlamaConfig) -> Result<Rop
         factor: Some(round(factor)),
         low_freq_factor: Some(round(low)),
         high_freq_factor: Some(round(high)),
-        original_max_position_embeddings: Some(old_ctx),
+        original_max_position_embeddings: Some(old_ctx as usize),
     };
     let mut scaled = cfg.clone();
     scaled.rope_scaling = Some(rs.clone());
@@ -703,6 +710,10 @@ pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> 
     }
     if gemma {
         c["hidden_activation"] = "gelu_pytorch_tanh".into();
+        // GGUF has no query_pre_attn_scalar: llama.cpp scales by head_dim^-0.5, except for the
+        // 62-layer 27B (hidden / heads)
+        let head_dim = g.get_u64(&key("attention.key_length")).unwrap_or(256);
+        c["query_pre_attn_scalar"] = if n_layers == 62 { (hidden / n_heads.max(1)) as u64 } else { head_dim }.into();
         // llama.cpp: Gemma 3's sliding layers use RoPE base 10000 and every 6th layer is global
         c["rope_local_base_freq"] = 10000.0.into();
         c["sliding_window"] = g.get_u64(&key("attention.sliding_window")).unwrap_or(4096).into();
