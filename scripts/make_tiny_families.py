@@ -24,7 +24,8 @@ token sequences and a greedy continuation, computed by transformers in float32.
 
 Usage: /work/venv-ref/bin/python scripts/make_tiny_families.py [--fixtures DIR]
        /work/venv-ref/bin/python scripts/make_tiny_families.py --check-export DNO_BINARY
-         (runs `dno export` on every fixture and reloads the result with transformers)
+         (runs `dno export` on every fixture and reloads the result with transformers; DNO_BINARY
+         may also be target/release/examples/export_hf from `cargo build --release -p dno-model --example export_hf`)
 Deterministic: fixed seeds.
 """
 
@@ -470,7 +471,12 @@ def check_export(dno: Path, fixtures: Path) -> None:
         ref = json.loads(ref_path.read_text())
         with tempfile.TemporaryDirectory() as tmp:
             out = Path(tmp) / "out"
-            subprocess.run([str(dno), "export", "--model", str(fixtures / name), "--out", str(out)], check=True)
+            # the `dno` binary, or dno-model's `export_hf` example (same save_hf)
+            if dno.name.startswith("export_hf"):
+                cmd = [str(dno), str(fixtures / name), str(out)]
+            else:
+                cmd = [str(dno), "export", "--model", str(fixtures / name), "--out", str(out)]
+            subprocess.run(cmd, check=True)
             model = AutoModelForCausalLM.from_pretrained(out, dtype=torch.float32).eval()
             worst = 0.0
             for s in ref["sequences"]:

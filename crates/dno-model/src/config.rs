@@ -124,8 +124,9 @@ pub struct LlamaConfig {
     /// Gemma 3: RoPE base of the sliding-window layers.
     #[serde(default)]
     pub rope_local_base_freq: Option<f64>,
-    /// Gemma 3: attention scores are scaled by `query_pre_attn_scalar^-0.5`.
-    #[serde(default)]
+    /// Gemma 3: attention scores are scaled by `query_pre_attn_scalar^-0.5` (an int in
+    /// transformers' config class, so a whole value is written back as one).
+    #[serde(default, serialize_with = "whole_as_int")]
     pub query_pre_attn_scalar: Option<f64>,
     /// Gemma 2 style soft-capping; refused when set.
     #[serde(default)]
@@ -139,6 +140,14 @@ pub struct LlamaConfig {
     /// [`LlamaConfig::normalize`].
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub rope_parameters: Option<serde_json::Value>,
+}
+
+fn whole_as_int<S: serde::Serializer>(v: &Option<f64>, s: S) -> Result<S::Ok, S::Error> {
+    match v {
+        Some(x) if x.fract() == 0.0 && x.abs() < 1e15 => s.serialize_i64(*x as i64),
+        Some(x) => s.serialize_f64(*x),
+        None => s.serialize_none(),
+    }
 }
 
 fn default_eps() -> f64 {

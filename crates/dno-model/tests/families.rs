@@ -122,7 +122,7 @@ fn gemma3_hf_matches_transformers_and_exports() {
     let cfg = export_roundtrip(&lm, "tiny-gemma3/reference.json");
     assert_eq!(cfg["architectures"][0], "Gemma3ForCausalLM");
     assert_eq!(cfg["hidden_activation"], "gelu_pytorch_tanh");
-    assert_eq!(cfg["query_pre_attn_scalar"], 24.0);
+    assert_eq!(cfg["query_pre_attn_scalar"], 24); // an int, as transformers requires
     assert_eq!(cfg["sliding_window"], 4);
     assert_eq!(cfg["rope_local_base_freq"], 10000.0);
     assert_eq!(cfg["rope_theta"], 1e6);
@@ -137,7 +137,7 @@ fn gemma3_gguf_matches_transformers_gguf_loader_and_exports() {
     assert_eq!(sliding, [true, true, true, true, true, false]);
     let cfg = export_roundtrip(&lm, "tiny-gemma3.reference.json");
     assert_eq!(cfg["architectures"][0], "Gemma3ForCausalLM");
-    assert_eq!(cfg["query_pre_attn_scalar"], 16.0);
+    assert_eq!(cfg["query_pre_attn_scalar"], 16);
 }
 
 #[test]
