@@ -3,7 +3,8 @@
 //! Mistral with a sliding window, Gemma 3 (HF + GGUF), Llama 3 rope scaling from GGUF
 //! `rope_freqs`, and dequantisation of every supported GGUF quant type against gguf-py.
 //! Each model: full logits within 1e-4 of transformers, greedy tokens identical (KV-cache path),
-//! and `save_hf` writes the family's config keys and reloads with identical logits.
+//! and `save_hf` writes the family's config keys and reloads with identical logits; a packed
+//! training row (shared prompt) respects the sliding window by position.
 
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use dno_model::gguf::GgufFile;
@@ -167,4 +168,35 @@ fn gguf_quant_types_dequantise_like_gguf_py() {
     }
     let e = format!("{:#}", g.tensor_f32("TQ2_0").unwrap_err());
     assert!(e.contains("TQ2_0") && e.contains("not supported") && e.contains("Q5_K"), "{e}");
+}
+
+#[test]
+fn sliding_window_follows_positions_in_packed_rows() {
+    // One row = prompt ++ r1 ++ r2, r2 at the positions right after the prompt and blind to r1
+    // (how training shares a prompt): r2's logits equal those of prompt ++ r2 alone.
+    use dno_model::model::MASKED;
+    let lm = load_model(&fixtures().join("tiny-mistral-sw"), &Device::flex()).unwrap();
+    let (p, r1, r2): (Vec<u32>, Vec<u32>, Vec<u32>) = ((10..16).collect(), (40..45).collect(), (70..75).collect());
+    let row: Vec<u32> = [p.clone(), r1.clone(), r2.clone()].concat();
+    let w = row.len();
+    let positions: Vec<usize> = (0..p.len() + r1.len()).chain(p.len()..p.len() + r2.len()).collect();
+    let mut mask = vec![0f32; w * w];
+    for i in 0..w {
+        for j in 0..w {
+            let r2_sees_r1 = i >= p.len() + r1.len() && (p.len()..p.len() + r1.len()).contains(&j);
+            if j > i || r2_sees_r1 {
+                mask[i * w + j] = MASKED;
+            }
+        }
+    }
+    let dev = Device::flex();
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(row.iter().map(|&x| x as i64).collect::<Vec<_>>(), [1, w]), &dev);
+    let rope = lm.model.rope(&[positions], &dev);
+    let mask = Tensor::<4>::from_data(TensorData::new(mask, [1, 1, w, w]), &dev);
+    let packed = to_vec_f32(lm.model.lm_head(lm.model.forward_hidden_with(tokens, &rope, &mask))).unwrap();
+    let v = lm.model.vocab_size();
+    let alone = logits(&lm, &[p.clone(), r2.clone()].concat());
+    let d = max_diff(&packed[(p.len() + r1.len()) * v..], &alone[p.len() * v..]);
+    println!("packed r2 vs prompt ++ r2 alone (window 4): max |dlogit| = {d:e}");
+    assert!(d < 1e-5, "{d}");
 }
