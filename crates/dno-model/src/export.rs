@@ -1,13 +1,13 @@
 //! Writes a model as an HF directory (f32 safetensors, HF names and `[out, in]` layout) that
 //! `transformers` and [`crate::load_model`] can read. LoRA adapters are merged first.
 
-use anyhow::{Context, Result};
+use anyhow::{bail, Context, Result};
 use safetensors::{tensor::TensorView, Dtype};
 use serde_json::json;
 use std::path::Path;
 
-use crate::config::TokenIds;
-use crate::model::{to_vec_f32, Linear, Llama};
+use crate::config::{LlamaConfig, TokenIds};
+use crate::model::{block_norm_names, to_vec_f32, Linear, Llama, RmsNorm};
 use crate::LoadedModel;
 
 struct Out {
@@ -32,14 +32,31 @@ fn push_linear(out: &mut Vec<Out>, prefix: &str, lin: &Linear) -> Result<()> {
     Ok(())
 }
 
-fn tensors_of(m: &Llama) -> Result<Vec<Out>> {
+fn push_norm(out: &mut Vec<Out>, name: String, norm: &RmsNorm) -> Result<()> {
+    push(out, name, norm.weight.dims().to_vec(), to_vec_f32(norm.weight.val())?);
+    Ok(())
+}
+
+fn tensors_of(m: &Llama, cfg: &LlamaConfig) -> Result<Vec<Out>> {
     let mut out = Vec::new();
     let [v, d] = m.embed_tokens.dims();
     push(&mut out, "model.embed_tokens.weight".into(), vec![v, d], to_vec_f32(m.embed_tokens.val())?);
+    let norm_names = block_norm_names(cfg);
     for (i, l) in m.layers.iter().enumerate() {
         let p = format!("model.layers.{i}");
-        push(&mut out, format!("{p}.input_layernorm.weight"), vec![d], to_vec_f32(l.input_layernorm.weight.val())?);
-        push(&mut out, format!("{p}.post_attention_layernorm.weight"), vec![d], to_vec_f32(l.post_attention_layernorm.weight.val())?);
+        let norms = [Some(&l.attn_norm), l.attn_out_norm.as_ref(), Some(&l.mlp_norm), l.mlp_out_norm.as_ref()];
+        for (name, norm) in norm_names.iter().zip(norms) {
+            match (name, norm) {
+                (Some(name), Some(norm)) => push_norm(&mut out, format!("{p}.{name}.weight"), norm)?,
+                (None, None) => {}
+                _ => bail!("layer {i}: the model's norms do not match the {} config", cfg.architecture()),
+            }
+        }
+        for (name, norm) in [("q_norm", &l.self_attn.q_norm), ("k_norm", &l.self_attn.k_norm)] {
+            if let Some(norm) = norm {
+                push_norm(&mut out, format!("{p}.self_attn.{name}.weight"), norm)?;
+            }
+        }
         push_linear(&mut out, &format!("{p}.self_attn.q_proj"), &l.self_attn.q_proj)?;
         push_linear(&mut out, &format!("{p}.self_attn.k_proj"), &l.self_attn.k_proj)?;
         push_linear(&mut out, &format!("{p}.self_attn.v_proj"), &l.self_attn.v_proj)?;
@@ -48,7 +65,7 @@ fn tensors_of(m: &Llama) -> Result<Vec<Out>> {
         push_linear(&mut out, &format!("{p}.mlp.up_proj"), &l.mlp.up_proj)?;
         push_linear(&mut out, &format!("{p}.mlp.down_proj"), &l.mlp.down_proj)?;
     }
-    push(&mut out, "model.norm.weight".into(), vec![d], to_vec_f32(m.norm.weight.val())?);
+    push_norm(&mut out, "model.norm.weight".into(), &m.norm)?;
     if let Some(head) = &m.lm_head {
         push_linear(&mut out, "lm_head", head)?;
     }
@@ -71,7 +88,7 @@ pub fn save_hf(lm: &LoadedModel, dir: &Path) -> Result<()> {
         &lm.model
     };
 
-    let tensors = tensors_of(model)?;
+    let tensors = tensors_of(model, &lm.config)?;
     let views = tensors
         .iter()
         .map(|t| {

@@ -1,8 +1,10 @@
 //! A small GGUF (v2/v3) reader: metadata, tensor directory, and dequantisation of
-//! F32, F16, BF16, Q8_0, Q4_0, Q4_1, Q4_K and Q6_K tensors to f32.
+//! F32, F16, BF16, Q4_0, Q4_1, Q5_0, Q5_1, Q8_0, Q2_K, Q3_K, Q4_K, Q5_K, Q6_K and Q8_K tensors
+//! to f32 (the block layouts of ggml's `ggml-common.h`); other types are refused by name.
 //!
 //! llama.cpp's converter permutes the rows of Llama Q/K projections for interleaved RoPE; we
-//! undo that on load so the model's single rotate-half RoPE path serves both formats.
+//! undo that on load so the model's single rotate-half RoPE path serves both formats. It also
+//! stores Gemma's norm weights with the 1 of `(1 + w)` added; we subtract it, as transformers does.
 
 use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
@@ -12,7 +14,7 @@ use std::fs::File;
 use std::path::{Path, PathBuf};
 
 use crate::chat::ChatTemplate;
-use crate::config::{LlamaConfig, TokenIds};
+use crate::config::{LlamaConfig, RopeScaling};
 use crate::model::{Llama, WeightSource};
 use crate::tokenizer::Tok;
 use crate::LoadedModel;
@@ -72,25 +74,61 @@ pub enum GgmlType {
     BF16,
     Q4_0,
     Q4_1,
+    Q5_0,
+    Q5_1,
     Q8_0,
+    Q2K,
+    Q3K,
     Q4K,
+    Q5K,
     Q6K,
+    Q8K,
+}
+
+/// ggml type names by id (ggml.h), for error messages.
+const GGML_TYPE_NAMES: &[(u32, &str)] = &[
+    (0, "F32"), (1, "F16"), (2, "Q4_0"), (3, "Q4_1"), (6, "Q5_0"), (7, "Q5_1"), (8, "Q8_0"),
+    (9, "Q8_1"), (10, "Q2_K"), (11, "Q3_K"), (12, "Q4_K"), (13, "Q5_K"), (14, "Q6_K"), (15, "Q8_K"),
+    (16, "IQ2_XXS"), (17, "IQ2_XS"), (18, "IQ3_XXS"), (19, "IQ1_S"), (20, "IQ4_NL"), (21, "IQ3_S"),
+    (22, "IQ2_S"), (23, "IQ4_XS"), (24, "I8"), (25, "I16"), (26, "I32"), (27, "I64"), (28, "F64"),
+    (29, "IQ1_M"), (30, "BF16"), (34, "TQ1_0"), (35, "TQ2_0"), (39, "MXFP4"),
+];
+
+/// The ggml name of a type id (`"type 99"` when unknown).
+pub fn ggml_type_name(id: u32) -> String {
+    GGML_TYPE_NAMES.iter().find(|(i, _)| *i == id).map(|(_, n)| n.to_string()).unwrap_or(format!("type {id}"))
 }
 
 impl GgmlType {
-    pub fn from_id(id: u32) -> Option<Self> {
-        Some(match id {
-            0 => GgmlType::F32,
-            1 => GgmlType::F16,
-            2 => GgmlType::Q4_0,
-            3 => GgmlType::Q4_1,
-            8 => GgmlType::Q8_0,
-            12 => GgmlType::Q4K,
-            14 => GgmlType::Q6K,
-            30 => GgmlType::BF16,
-            _ => return None,
-        })
+    pub const ALL: [GgmlType; 14] = [
+        GgmlType::F32, GgmlType::F16, GgmlType::BF16, GgmlType::Q4_0, GgmlType::Q4_1, GgmlType::Q5_0,
+        GgmlType::Q5_1, GgmlType::Q8_0, GgmlType::Q2K, GgmlType::Q3K, GgmlType::Q4K, GgmlType::Q5K,
+        GgmlType::Q6K, GgmlType::Q8K,
+    ];
+
+    pub fn id(self) -> u32 {
+        match self {
+            GgmlType::F32 => 0,
+            GgmlType::F16 => 1,
+            GgmlType::Q4_0 => 2,
+            GgmlType::Q4_1 => 3,
+            GgmlType::Q5_0 => 6,
+            GgmlType::Q5_1 => 7,
+            GgmlType::Q8_0 => 8,
+            GgmlType::Q2K => 10,
+            GgmlType::Q3K => 11,
+            GgmlType::Q4K => 12,
+            GgmlType::Q5K => 13,
+            GgmlType::Q6K => 14,
+            GgmlType::Q8K => 15,
+            GgmlType::BF16 => 30,
+        }
     }
+
+    pub fn from_id(id: u32) -> Option<Self> {
+        Self::ALL.into_iter().find(|t| t.id() == id)
+    }
+
     /// (elements per block, bytes per block)
     pub fn block(self) -> (usize, usize) {
         match self {
@@ -98,9 +136,15 @@ impl GgmlType {
             GgmlType::F16 | GgmlType::BF16 => (1, 2),
             GgmlType::Q4_0 => (32, 18),
             GgmlType::Q4_1 => (32, 20),
+            GgmlType::Q5_0 => (32, 22),
+            GgmlType::Q5_1 => (32, 24),
             GgmlType::Q8_0 => (32, 34),
+            GgmlType::Q2K => (256, 84),
+            GgmlType::Q3K => (256, 110),
             GgmlType::Q4K => (256, 144),
+            GgmlType::Q5K => (256, 176),
             GgmlType::Q6K => (256, 210),
+            GgmlType::Q8K => (256, 292),
         }
     }
 }
@@ -236,8 +280,9 @@ impl GgufFile {
         let align = metadata.get("general.alignment").and_then(|v| v.as_i64()).unwrap_or(32).max(1) as usize;
         let data_start = r.pos.div_ceil(align) * align;
         let g = GgufFile { path: path.to_path_buf(), version, metadata, tensors, data_start, mmap };
-        // Check every tensor lies within the file, so truncation is reported up front.
-        for t in &g.tensors {
+        // Check every tensor lies within the file, so truncation is reported up front
+        // (a tensor of a type we cannot read is refused, by name, when it is read).
+        for t in g.tensors.iter().filter(|t| GgmlType::from_id(t.type_id).is_some()) {
             g.tensor_bytes(t)?;
         }
         Ok(g)
@@ -268,7 +313,14 @@ impl GgufFile {
 
     fn tensor_bytes(&self, t: &GgufTensorInfo) -> Result<(&[u8], GgmlType)> {
         let ty = GgmlType::from_id(t.type_id).with_context(|| {
-            format!("tensor {}: unsupported ggml quantisation type id {}", t.name, t.type_id)
+            let names: Vec<String> = GgmlType::ALL.iter().map(|t| ggml_type_name(t.id())).collect();
+            format!(
+                "tensor {}: ggml type {} (id {}) is not supported (supported: {})",
+                t.name,
+                ggml_type_name(t.type_id),
+                t.type_id,
+                names.join(", ")
+            )
         })?;
         let n: usize = t.dims.iter().product();
         let (be, bb) = ty.block();
@@ -302,6 +354,29 @@ fn f16(b: &[u8]) -> f32 {
     half::f16::from_le_bytes([b[0], b[1]]).to_f32()
 }
 
+/// Q4_K / Q5_K: 6-bit scale and min of sub-block `j` (0..8) packed in 12 bytes.
+fn scale_min_k4(sc: &[u8], j: usize) -> (f32, f32) {
+    if j < 4 {
+        ((sc[j] & 63) as f32, (sc[j + 4] & 63) as f32)
+    } else {
+        (
+            ((sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4)) as f32,
+            ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)) as f32,
+        )
+    }
+}
+
+/// Q3_K: the 16 signed 6-bit scales packed in 12 bytes (low 4 bits, then high 2 bits).
+fn q3k_scales(sc: &[u8]) -> [i8; 16] {
+    let mut out = [0i8; 16];
+    for (i, o) in out.iter_mut().enumerate() {
+        let low = if i < 8 { sc[i] & 0x0f } else { sc[i - 8] >> 4 };
+        let high = (sc[8 + i % 4] >> (2 * (i / 4))) & 3;
+        *o = ((low | (high << 4)) as i8).wrapping_sub(32);
+    }
+    out
+}
+
 /// Dequantises whole blocks to f32 (caller has checked the length).
 pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
     let (be, bb) = ty.block();
@@ -325,29 +400,77 @@ pub fn dequantize(ty: GgmlType, bytes: &[u8]) -> Vec<f32> {
                 out.extend(qs.iter().map(|&q| (q >> 4) as f32 * d + m));
             }
         }
-        GgmlType::Q4K => {
+        GgmlType::Q5_0 | GgmlType::Q5_1 => {
+            for b in bytes.chunks_exact(bb) {
+                let d = f16(&b[0..2]);
+                let (m, rest) = if ty == GgmlType::Q5_1 { (f16(&b[2..4]), &b[4..]) } else { (-16.0 * d, &b[2..]) };
+                // 32 fifth bits, then nibbles: low nibbles are elements 0..16, high nibbles 16..32
+                let qh = u32::from_le_bytes([rest[0], rest[1], rest[2], rest[3]]);
+                let qs = &rest[4..20];
+                let fifth = |j: usize| (((qh >> j) & 1) << 4) as u8;
+                out.extend(qs.iter().enumerate().map(|(j, &q)| ((q & 0x0f) | fifth(j)) as f32 * d + m));
+                out.extend(qs.iter().enumerate().map(|(j, &q)| ((q >> 4) | fifth(j + 16)) as f32 * d + m));
+            }
+        }
+        GgmlType::Q2K => {
+            for b in bytes.chunks_exact(bb) {
+                let (scales, qs) = (&b[0..16], &b[16..80]);
+                let (d, dmin) = (f16(&b[80..82]), f16(&b[82..84]));
+                // 2 halves of 128; in each, 4 bit-planes (shift) of 32 bytes = 2 sub-blocks of 16
+                for (n, q) in qs.chunks_exact(32).enumerate() {
+                    for shift in 0..4 {
+                        for half in 0..2 {
+                            let sc = scales[n * 8 + shift * 2 + half];
+                            let (dl, ml) = (d * (sc & 0x0f) as f32, dmin * (sc >> 4) as f32);
+                            let q = &q[half * 16..half * 16 + 16];
+                            out.extend(q.iter().map(|&x| dl * ((x >> (2 * shift)) & 3) as f32 - ml));
+                        }
+                    }
+                }
+            }
+        }
+        GgmlType::Q3K => {
+            for b in bytes.chunks_exact(bb) {
+                let (hmask, qs) = (&b[0..32], &b[32..96]);
+                let scales = q3k_scales(&b[96..108]);
+                let d = f16(&b[108..110]);
+                // as Q2_K, plus a high bit per element in hmask (bit n*4 + shift); unset means -4
+                for (n, q) in qs.chunks_exact(32).enumerate() {
+                    for shift in 0..4 {
+                        let bit = 1u8 << (n * 4 + shift);
+                        for half in 0..2 {
+                            let dl = d * scales[n * 8 + shift * 2 + half] as f32;
+                            for l in half * 16..half * 16 + 16 {
+                                let low = ((q[l] >> (2 * shift)) & 3) as i32;
+                                let high = if hmask[l] & bit != 0 { 0 } else { 4 };
+                                out.push(dl * (low - high) as f32);
+                            }
+                        }
+                    }
+                }
+            }
+        }
+        GgmlType::Q4K | GgmlType::Q5K => {
             for b in bytes.chunks_exact(bb) {
                 let d = f16(&b[0..2]);
                 let dmin = f16(&b[2..4]);
                 let sc = &b[4..16];
-                let qs = &b[16..144];
-                let scale_min = |j: usize| -> (f32, f32) {
-                    if j < 4 {
-                        ((sc[j] & 63) as f32, (sc[j + 4] & 63) as f32)
-                    } else {
-                        (
-                            ((sc[j + 4] & 0x0f) | ((sc[j - 4] >> 6) << 4)) as f32,
-                            ((sc[j + 4] >> 4) | ((sc[j] >> 6) << 4)) as f32,
-                        )
-                    }
-                };
+                // Q5_K: a fifth bit per element in qh (bit 2*chunk for the low nibbles, +1 for the high)
+                let (qh, qs) = if ty == GgmlType::Q5K { (Some(&b[16..48]), &b[48..176]) } else { (None, &b[16..144]) };
+                let fifth = |l: usize, bit: usize| qh.map(|h| if h[l] >> bit & 1 != 0 { 16.0 } else { 0.0 }).unwrap_or(0.0);
                 for chunk in 0..4 {
                     let q = &qs[chunk * 32..chunk * 32 + 32];
-                    let (s1, m1) = scale_min(2 * chunk);
-                    let (s2, m2) = scale_min(2 * chunk + 1);
-                    out.extend(q.iter().map(|&x| d * s1 * (x & 0x0f) as f32 - dmin * m1));
-                    out.extend(q.iter().map(|&x| d * s2 * (x >> 4) as f32 - dmin * m2));
+                    let (s1, m1) = scale_min_k4(sc, 2 * chunk);
+                    let (s2, m2) = scale_min_k4(sc, 2 * chunk + 1);
+                    out.extend(q.iter().enumerate().map(|(l, &x)| d * s1 * ((x & 0x0f) as f32 + fifth(l, 2 * chunk)) - dmin * m1));
+                    out.extend(q.iter().enumerate().map(|(l, &x)| d * s2 * ((x >> 4) as f32 + fifth(l, 2 * chunk + 1)) - dmin * m2));
                 }
+            }
+        }
+        GgmlType::Q8K => {
+            for b in bytes.chunks_exact(bb) {
+                let d = f32::from_le_bytes([b[0], b[1], b[2], b[3]]);
+                out.extend(b[4..260].iter().map(|&q| q as i8 as f32 * d));
             }
         }
         GgmlType::Q6K => {
@@ -398,8 +521,9 @@ pub fn unpermute_rows(data: &[f32], n_heads: usize, rows: usize, cols: usize) ->
     out
 }
 
-/// Maps HF weight names onto GGUF tensor names.
-pub fn gguf_name(hf: &str) -> Option<String> {
+/// Maps HF weight names onto GGUF tensor names. With `sandwich` (Gemma 3) the HF
+/// `post_attention_layernorm` is the attention-output norm, not the pre-MLP one.
+pub fn gguf_name(hf: &str, sandwich: bool) -> Option<String> {
     Some(match hf {
         "model.embed_tokens.weight" => "token_embd.weight".into(),
         "model.norm.weight" => "output_norm.weight".into(),
@@ -409,7 +533,12 @@ pub fn gguf_name(hf: &str) -> Option<String> {
             let (idx, tail) = rest.split_once('.')?;
             let mapped = match tail {
                 "input_layernorm.weight" => "attn_norm.weight",
+                "post_attention_layernorm.weight" if sandwich => "post_attention_norm.weight",
                 "post_attention_layernorm.weight" => "ffn_norm.weight",
+                "pre_feedforward_layernorm.weight" => "ffn_norm.weight",
+                "post_feedforward_layernorm.weight" => "post_ffw_norm.weight",
+                "self_attn.q_norm.weight" => "attn_q_norm.weight",
+                "self_attn.k_norm.weight" => "attn_k_norm.weight",
                 "self_attn.q_proj.weight" => "attn_q.weight",
                 "self_attn.k_proj.weight" => "attn_k.weight",
                 "self_attn.v_proj.weight" => "attn_v.weight",
@@ -428,24 +557,31 @@ pub fn gguf_name(hf: &str) -> Option<String> {
     })
 }
 
-/// HF-named weights out of a GGUF file, with Llama Q/K un-permuted.
+/// HF-named weights out of a GGUF file, with Llama Q/K un-permuted and Gemma norms un-shifted.
 pub struct GgufSource<'a> {
     pub file: &'a GgufFile,
     pub unpermute: bool,
     pub n_heads: usize,
     pub n_kv_heads: usize,
+    /// Gemma: `post_attention_layernorm` is the attention-output norm.
+    pub sandwich: bool,
+    /// Subtracted from every norm weight (Gemma: 1, which llama.cpp's converter adds).
+    pub norm_shift: f32,
 }
 
 impl WeightSource for GgufSource<'_> {
     fn tensor(&mut self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
-        let Some(gname) = gguf_name(name) else { return Ok(None) };
-        let Some((shape, data)) = self
+        let Some(gname) = gguf_name(name, self.sandwich) else { return Ok(None) };
+        let Some((shape, mut data)) = self
             .file
             .tensor_f32(&gname)
             .with_context(|| format!("{}", self.file.path.display()))?
         else {
             return Ok(None);
         };
+        if self.norm_shift != 0.0 && gname.ends_with("norm.weight") {
+            data.iter_mut().for_each(|x| *x -= self.norm_shift);
+        }
         if self.unpermute && (name.ends_with("q_proj.weight") || name.ends_with("k_proj.weight")
             || name.ends_with("q_proj.bias") || name.ends_with("k_proj.bias"))
         {
@@ -465,53 +601,154 @@ impl WeightSource for GgufSource<'_> {
     }
 }
 
-/// `LlamaConfig` from GGUF metadata (`general.architecture` = llama | qwen2 | mistral).
+/// GGUF architectures and their HF names.
+const GGUF_ARCHITECTURES: &[(&str, &str)] = &[
+    ("llama", "LlamaForCausalLM"),
+    ("mistral", "MistralForCausalLM"),
+    ("qwen2", "Qwen2ForCausalLM"),
+    ("qwen3", "Qwen3ForCausalLM"),
+    ("gemma3", "Gemma3ForCausalLM"),
+];
+
+/// Recovers Llama-3 `rope_scaling` from llama.cpp's `rope_freqs.weight` (one divisor of each
+/// RoPE frequency: 1 for high frequencies, `factor` for low ones, a smooth blend in between).
+/// The parameters are fitted and then checked to reproduce every divisor, so the model uses the
+/// exact frequencies of the file and the exported HF config describes the same model.
+fn llama3_scaling_from_rope_freqs(g: &GgufFile, cfg: &LlamaConfig) -> Result<RopeScaling> {
+    let (shape, divisors) = g.tensor_f32("rope_freqs.weight")?.context("rope_freqs.weight")?;
+    let half = cfg.head_dim() / 2;
+    if shape.iter().product::<usize>() != half {
+        bail!("rope_freqs.weight has shape {shape:?}, expected [{half}] (head_dim / 2)");
+    }
+    let arch = g.get_str("general.architecture").unwrap_or("llama");
+    let factor = divisors.iter().copied().fold(1.0f32, f32::max) as f64;
+    let wavelen = |i: usize| 2.0 * std::f64::consts::PI * cfg.rope_theta.powf((2 * i) as f64 / cfg.head_dim() as f64);
+    // In the blend, 1/divisor = (1 - s)/factor + s with s = (old_ctx/wavelen - low)/(high - low).
+    let blend: Vec<(f64, f64)> = (0..half)
+        .filter(|&i| divisors[i] as f64 > 1.0 + 1e-6 && (divisors[i] as f64) < factor - 1e-6)
+        .map(|i| {
+            let s = (1.0 / divisors[i] as f64 - 1.0 / factor) / (1.0 - 1.0 / factor);
+            (1.0 / wavelen(i), s)
+        })
+        .collect();
+    // s = A/wavelen - B with A = old_ctx/(high - low), B = low/(high - low): two blended
+    // frequencies give A and B. Without an original context length in the file, low_freq_factor
+    // is taken as 1 (Llama 3.x's value) and old_ctx follows; only the ratios matter to the model.
+    let key_ctx = g.get_u64(&format!("{arch}.rope.scaling.original_context_length")).map(|v| v as f64);
+    let (low, high, old_ctx) = match blend.as_slice() {
+        [(u0, s0), .., (u1, s1)] if (u1 - u0).abs() > 1e-12 => {
+            let a = (s1 - s0) / (u1 - u0);
+            let b = a * u0 - s0;
+            match key_ctx {
+                Some(old) => {
+                    let width = old / a;
+                    (b * width, b * width + width, old)
+                }
+                None => (1.0, 1.0 + 1.0 / b, (a / b).round()),
+            }
+        }
+        _ => (1.0, 4.0, key_ctx.unwrap_or(8192.0)), // Llama 3.1 / 3.2's values
+    };
+    let round = |x: f64| (x * 1e4).round() / 1e4;
+    let rs = RopeScaling {
+        rope_type: "llama3".into(),
+        factor: Some(round(factor)),
+        low_freq_factor: Some(round(low)),
+        high_freq_factor: Some(round(high)),
+        original_max_position_embeddings: Some(old_ctx as usize),
+    };
+    let mut scaled = cfg.clone();
+    scaled.rope_scaling = Some(rs.clone());
+    let mut plain = cfg.clone();
+    plain.rope_scaling = None;
+    for (i, (s, p)) in scaled.rope_inv_freq().iter().zip(plain.rope_inv_freq()).enumerate() {
+        let want = p / divisors[i];
+        if (s - want).abs() > 1e-5 * want.abs() {
+            bail!(
+                "rope_freqs.weight is not Llama-3 rope scaling (frequency {i}: divisor {}, llama3 fit gives {})",
+                divisors[i],
+                p / s
+            );
+        }
+    }
+    Ok(rs)
+}
+
+/// `LlamaConfig` from GGUF metadata (`general.architecture` = llama | mistral | qwen2 | qwen3 | gemma3).
 pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> {
     let file = g.path.display().to_string();
     let arch = g.get_str("general.architecture").with_context(|| format!("{file}: missing general.architecture"))?;
-    let hf_arch = match arch {
-        "llama" => "LlamaForCausalLM",
-        "qwen2" => "Qwen2ForCausalLM",
-        "mistral" => "MistralForCausalLM",
-        other => bail!("{file}: unsupported architecture {other:?} (supported: llama, qwen2, mistral)"),
+    let Some(&(_, hf_arch)) = GGUF_ARCHITECTURES.iter().find(|(a, _)| *a == arch) else {
+        let names: Vec<&str> = GGUF_ARCHITECTURES.iter().map(|(a, _)| *a).collect();
+        bail!("{file}: unsupported architecture {arch:?} (supported: {})", names.join(", "));
     };
-    let req = |k: &str| -> Result<u64> {
-        let key = format!("{arch}.{k}");
-        g.get_u64(&key).with_context(|| format!("{file}: missing metadata {key}"))
-    };
+    let key = |k: &str| format!("{arch}.{k}");
+    let req = |k: &str| -> Result<u64> { g.get_u64(&key(k)).with_context(|| format!("{file}: missing metadata {}", key(k))) };
     let n_heads = req("attention.head_count")? as usize;
     let hidden = req("embedding_length")? as usize;
-    if g.info("rope_freqs.weight").is_some() {
-        bail!("{file}: rope_freqs.weight (GGUF Llama-3 rope scaling) is not supported; use the HF model");
+    let n_layers = req("block_count")? as usize;
+    let gemma = arch == "gemma3";
+    let mut c = serde_json::json!({
+        "architectures": [hf_arch],
+        "model_type": if gemma { "gemma3_text" } else { arch },
+        "vocab_size": vocab_size,
+        "hidden_size": hidden,
+        "intermediate_size": req("feed_forward_length")?,
+        "num_hidden_layers": n_layers,
+        "num_attention_heads": n_heads,
+        "num_key_value_heads": g.get_u64(&key("attention.head_count_kv")).unwrap_or(n_heads as u64),
+        "rms_norm_eps": g.get_f64(&key("attention.layer_norm_rms_epsilon")).unwrap_or(if gemma { 1e-6 } else { 1e-5 }),
+        "rope_theta": g.get_f64(&key("rope.freq_base")).unwrap_or(if gemma { 1e6 } else { 10000.0 }),
+        "tie_word_embeddings": g.info("output.weight").is_none(),
+        "attention_bias": arch != "qwen2" && g.info("blk.0.attn_q.bias").is_some(),
+        "max_position_embeddings": g.get_u64(&key("context_length")).unwrap_or(2048),
+        "bos_token_id": g.get_u64("tokenizer.ggml.bos_token_id"),
+        "eos_token_id": g.get_u64("tokenizer.ggml.eos_token_id"),
+    });
+    if let Some(hd) = g.get_u64(&key("attention.key_length")) {
+        c["head_dim"] = hd.into();
     }
-    let head_dim = g.get_u64(&format!("{arch}.attention.key_length")).map(|v| v as usize);
-    let tied = g.info("output.weight").is_none();
-    let eos = g.get_u64("tokenizer.ggml.eos_token_id").map(|v| TokenIds::One(v as u32));
-    let cfg = LlamaConfig {
-        architectures: vec![hf_arch.to_string()],
-        model_type: Some(if arch == "qwen2" { "qwen2".into() } else if arch == "mistral" { "mistral".into() } else { "llama".into() }),
-        vocab_size,
-        hidden_size: hidden,
-        intermediate_size: req("feed_forward_length")? as usize,
-        num_hidden_layers: req("block_count")? as usize,
-        num_attention_heads: n_heads,
-        num_key_value_heads: Some(g.get_u64(&format!("{arch}.attention.head_count_kv")).unwrap_or(n_heads as u64) as usize),
-        head_dim: head_dim.filter(|&h| h != hidden / n_heads.max(1)),
-        rms_norm_eps: g.get_f64(&format!("{arch}.attention.layer_norm_rms_epsilon")).unwrap_or(1e-5),
-        rope_theta: g.get_f64(&format!("{arch}.rope.freq_base")).unwrap_or(10000.0),
-        rope_scaling: None,
-        tie_word_embeddings: tied,
-        attention_bias: arch != "qwen2" && g.info("blk.0.attn_q.bias").is_some(),
-        mlp_bias: false,
-        max_position_embeddings: g.get_u64(&format!("{arch}.context_length")).unwrap_or(2048) as usize,
-        hidden_act: "silu".into(),
-        bos_token_id: g.get_u64("tokenizer.ggml.bos_token_id").map(|v| v as u32),
-        eos_token_id: eos,
-        sliding_window: None,
-        use_sliding_window: None,
-        rope_parameters: None,
-    };
-    if let Some(rot) = g.get_u64(&format!("{arch}.rope.dimension_count")) {
+    if gemma {
+        c["hidden_activation"] = "gelu_pytorch_tanh".into();
+        // GGUF has no query_pre_attn_scalar: llama.cpp scales by head_dim^-0.5, except for the
+        // 62-layer 27B (hidden / heads)
+        let head_dim = g.get_u64(&key("attention.key_length")).unwrap_or(256);
+        c["query_pre_attn_scalar"] = if n_layers == 62 { (hidden / n_heads.max(1)) as u64 } else { head_dim }.into();
+        // llama.cpp: Gemma 3's sliding layers use RoPE base 10000 and every 6th layer is global
+        c["rope_local_base_freq"] = 10000.0.into();
+        c["sliding_window"] = g.get_u64(&key("attention.sliding_window")).unwrap_or(4096).into();
+        let types: Vec<&str> = match g.get(&key("attention.sliding_window_pattern")) {
+            Some(GgufValue::Array(flags)) => flags
+                .iter()
+                .map(|f| if f.as_i64() == Some(1) { "sliding_attention" } else { "full_attention" })
+                .collect(),
+            other => {
+                let n = other.and_then(|v| v.as_i64()).unwrap_or(6).max(1) as usize;
+                (0..n_layers).map(|i| if (i + 1) % n != 0 { "sliding_attention" } else { "full_attention" }).collect()
+            }
+        };
+        c["layer_types"] = types.into();
+    } else if let Some(w) = g.get_u64(&key("attention.sliding_window")) {
+        c["sliding_window"] = w.into();
+        c["use_sliding_window"] = true.into();
+        c["max_window_layers"] = 0.into();
+    }
+    match g.get_str(&key("rope.scaling.type")) {
+        None | Some("none") => {}
+        Some("linear") => {
+            let factor = g.get_f64(&key("rope.scaling.factor")).with_context(|| format!("{file}: missing {}", key("rope.scaling.factor")))?;
+            c["rope_scaling"] = serde_json::json!({"rope_type": "linear", "factor": factor});
+        }
+        Some(other) => bail!("{file}: unsupported {} {other:?} (supported: linear; Llama 3 scaling via rope_freqs.weight)", key("rope.scaling.type")),
+    }
+    let mut cfg: LlamaConfig = serde_json::from_value(c).with_context(|| format!("{file}: metadata"))?;
+    if g.info("rope_freqs.weight").is_some() {
+        if arch != "llama" || cfg.rope_scaling.is_some() {
+            bail!("{file}: rope_freqs.weight is only supported as Llama 3 rope scaling of a llama model");
+        }
+        cfg.rope_scaling = Some(llama3_scaling_from_rope_freqs(g, &cfg).with_context(|| file.clone())?);
+    }
+    if let Some(rot) = g.get_u64(&key("rope.dimension_count")) {
         if rot as usize != cfg.head_dim() {
             bail!("{file}: partial rotary embeddings ({arch}.rope.dimension_count = {rot}, head_dim = {}) are not supported", cfg.head_dim());
         }
@@ -535,6 +772,8 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
         unpermute,
         n_heads: config.num_attention_heads,
         n_kv_heads: config.n_kv_heads(),
+        sandwich: config.sandwich_norms(),
+        norm_shift: config.norm_offset() as f32,
     };
     let model = Llama::from_source(&config, &mut src, device)?;
     let chat = ChatTemplate::new(

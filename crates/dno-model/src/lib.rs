@@ -1,4 +1,5 @@
-//! `dno-model`: a burn (0.22) runtime for Llama-family decoders (Llama, Qwen2, Mistral).
+//! `dno-model`: a burn (0.22) runtime for Llama-family decoders (Llama, Mistral, Qwen2, Qwen3,
+//! Gemma 3 text).
 //!
 //! - [`load_model`] reads an HF directory or a `.gguf` file into a [`LoadedModel`].
 //! - [`model::Llama`] is the network: full causal forward (trainable) and a KV-cache path.

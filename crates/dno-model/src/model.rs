@@ -1,5 +1,10 @@
-//! A Llama-family decoder (Llama, Qwen2, Mistral): RMSNorm, GQA attention with rotate-half RoPE,
-//! SwiGLU MLP, optional q/k/v biases, optional tied embeddings, optional LoRA adapters.
+//! A Llama-family decoder (Llama, Mistral, Qwen2, Qwen3, Gemma 3): RMSNorm, GQA attention with
+//! rotate-half RoPE, a gated MLP, optional tied embeddings, optional LoRA adapters. The families
+//! are switches on this one network (see [`crate::config::Family`]):
+//! q/k/v biases (Qwen2), per-head q/k RMSNorm before RoPE (Qwen3, Gemma 3), sliding-window layers
+//! (Mistral, Gemma 3, Qwen with `use_sliding_window`), and for Gemma 3 `(1 + w)` norms, extra norms
+//! on the attention and MLP outputs, GeLU-tanh, scaled embeddings and a second RoPE table for
+//! the sliding layers.
 //!
 //! Linear weights are stored transposed relative to PyTorch, as `[in, out]`, so a projection is a
 //! plain `x.matmul(w)`. Loaders transpose on load and the exporter transposes back.
@@ -9,7 +14,7 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{Device, Int, Tensor, TensorData};
 
-use crate::config::LlamaConfig;
+use crate::config::{Activation, LlamaConfig};
 
 /// Low-rank adapter: `y += scale * (x @ a) @ b` with `a: [in, r]`, `b: [r, out]`.
 #[derive(Module, Debug)]
@@ -58,16 +63,23 @@ impl Linear {
     }
 }
 
+/// RMSNorm over the last axis: `x / rms(x) * (offset + weight)`; `offset` is 1 for Gemma
+/// (whose checkpoints store the scale as an offset from 1), else 0.
 #[derive(Module, Debug)]
 pub struct RmsNorm {
     pub weight: Param<Tensor<1>>,
     pub eps: f64,
+    pub offset: f64,
 }
 
 impl RmsNorm {
-    pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        let inv = x.clone().square().mean_dim(2).add_scalar(self.eps).sqrt().recip();
-        x * inv * self.weight.val().unsqueeze::<3>()
+    pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let inv = x.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt().recip();
+        let mut w = self.weight.val();
+        if self.offset != 0.0 {
+            w = w.add_scalar(self.offset);
+        }
+        x * inv * w.unsqueeze::<D>()
     }
 }
 
@@ -77,9 +89,14 @@ pub struct Attention {
     pub k_proj: Linear,
     pub v_proj: Linear,
     pub o_proj: Linear,
+    /// Per-head RMSNorm over `head_dim` on queries / keys, before RoPE (Qwen3, Gemma 3).
+    pub q_norm: Option<RmsNorm>,
+    pub k_norm: Option<RmsNorm>,
     pub n_heads: usize,
     pub n_kv_heads: usize,
     pub head_dim: usize,
+    /// Score scale, `head_dim^-0.5` (Gemma 3: `query_pre_attn_scalar^-0.5`).
+    pub scale: f64,
 }
 
 #[derive(Module, Debug)]
@@ -87,20 +104,56 @@ pub struct Mlp {
     pub gate_proj: Linear,
     pub up_proj: Linear,
     pub down_proj: Linear,
+    #[module(skip)]
+    pub act: Activation,
+}
+
+/// `gelu_pytorch_tanh`: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`.
+fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
+    let c = (2.0 / std::f64::consts::PI).sqrt();
+    let inner = (x.clone() + x.clone().powi_scalar(3).mul_scalar(0.044715)).mul_scalar(c);
+    x.mul_scalar(0.5) * inner.tanh().add_scalar(1.0)
 }
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
-        self.down_proj.forward(silu(self.gate_proj.forward(x.clone())) * self.up_proj.forward(x))
+        let gate = self.gate_proj.forward(x.clone());
+        let gate = match self.act {
+            Activation::Silu => silu(gate),
+            Activation::GeluTanh => gelu_tanh(gate),
+        };
+        self.down_proj.forward(gate * self.up_proj.forward(x))
     }
 }
 
+/// A pre-norm transformer block. HF names of the norms differ by family (see
+/// [`block_norm_names`]); Gemma 3 also norms each sublayer's output (`attn_out_norm`,
+/// `mlp_out_norm`) before the residual add.
 #[derive(Module, Debug)]
 pub struct Block {
-    pub input_layernorm: RmsNorm,
+    pub attn_norm: RmsNorm,
     pub self_attn: Attention,
-    pub post_attention_layernorm: RmsNorm,
+    pub attn_out_norm: Option<RmsNorm>,
+    pub mlp_norm: RmsNorm,
     pub mlp: Mlp,
+    pub mlp_out_norm: Option<RmsNorm>,
+    /// Sliding-window layer: attends to the last `sliding_window` keys, and uses the local RoPE
+    /// table when the model has one.
+    pub sliding: bool,
+}
+
+/// HF names of a block's norms: (attn_norm, attn_out_norm, mlp_norm, mlp_out_norm).
+pub fn block_norm_names(cfg: &LlamaConfig) -> [Option<&'static str>; 4] {
+    if cfg.sandwich_norms() {
+        [
+            Some("input_layernorm"),
+            Some("post_attention_layernorm"),
+            Some("pre_feedforward_layernorm"),
+            Some("post_feedforward_layernorm"),
+        ]
+    } else {
+        [Some("input_layernorm"), None, Some("post_attention_layernorm"), None]
+    }
 }
 
 /// Per-layer key/value buffers, each `[B, n_kv_heads, capacity, head_dim]`, of which the first
@@ -174,14 +227,53 @@ fn cache_append(
 /// One layer's cache slot and its filled positions.
 pub type LayerCache<'a> = (&'a mut Option<(Tensor<4>, Tensor<4>)>, usize);
 
-/// RoPE tables for one call: cos/sin of shape `[B, 1, T, head_dim]` (rotate-half layout).
-pub struct Rope {
+/// One RoPE table: cos/sin of shape `[B, 1, T, head_dim]` (rotate-half layout).
+pub struct RopeTable {
     pub cos: Tensor<4>,
     pub sin: Tensor<4>,
 }
 
+/// RoPE for one call: the table of the full-attention layers, Gemma 3's table for the sliding
+/// layers, and the positions they were built for (sliding-window masks are derived from them).
+pub struct Rope {
+    pub global: RopeTable,
+    pub local: Option<RopeTable>,
+    pub positions: Vec<Vec<usize>>,
+}
+
 impl Rope {
-    /// `positions[b][t]` is the absolute position of token t of row b.
+    /// A single table for all layers. `positions[b][t]` is the absolute position of token t of row b.
+    pub fn new(inv_freq: &[f32], positions: &[Vec<usize>], device: &Device) -> Self {
+        Rope { global: RopeTable::new(inv_freq, positions, device), local: None, positions: positions.to_vec() }
+    }
+
+    /// The table for a layer.
+    pub fn table(&self, sliding: bool) -> &RopeTable {
+        match (&self.local, sliding) {
+            (Some(local), true) => local,
+            _ => &self.global,
+        }
+    }
+
+    /// `mask` plus a sliding window of `window` keys over `positions` (no cache: keys are the queries).
+    pub fn window_mask(&self, mask: &Tensor<4>, window: usize) -> Tensor<4> {
+        let b = self.positions.len();
+        let t = self.positions.first().map(|p| p.len()).unwrap_or(0);
+        let mut m = vec![0f32; b * t * t];
+        for (r, pos) in self.positions.iter().enumerate() {
+            for i in 0..t {
+                for j in 0..t {
+                    if pos[i] >= pos[j] + window {
+                        m[(r * t + i) * t + j] = MASKED;
+                    }
+                }
+            }
+        }
+        mask.clone() + Tensor::from_data(TensorData::new(m, [b, 1, t, t]), &mask.device())
+    }
+}
+
+impl RopeTable {
     pub fn new(inv_freq: &[f32], positions: &[Vec<usize>], device: &Device) -> Self {
         let b = positions.len();
         let t = positions.first().map(|p| p.len()).unwrap_or(0);
@@ -200,7 +292,7 @@ impl Rope {
                 }
             }
         }
-        Rope {
+        RopeTable {
             cos: Tensor::from_data(TensorData::new(cos, [b, 1, t, hd]), device),
             sin: Tensor::from_data(TensorData::new(sin, [b, 1, t, hd]), device),
         }
@@ -220,12 +312,16 @@ impl Rope {
 impl Attention {
     /// x: `[B, T, D]`; mask: additive `[B or 1, 1, T, S]`; with a cache (slot, filled positions),
     /// new keys are appended.
-    pub fn forward(&self, x: Tensor<3>, rope: &Rope, mask: &Tensor<4>, cache: Option<LayerCache<'_>>) -> Tensor<3> {
+    pub fn forward(&self, x: Tensor<3>, rope: &RopeTable, mask: &Tensor<4>, cache: Option<LayerCache<'_>>) -> Tensor<3> {
         let [b, t, _] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let q = self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]).swap_dims(1, 2);
-        let k = self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+        let mut q = self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]).swap_dims(1, 2);
+        let mut k = self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]).swap_dims(1, 2);
         let v = self.v_proj.forward(x).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+        if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
+            q = qn.forward(q);
+            k = kn.forward(k);
+        }
         let q = rope.apply(q);
         let k = rope.apply(k);
         let (k, v) = match cache {
@@ -237,7 +333,7 @@ impl Attention {
         // Grouped-query attention without copying K/V: head h uses kv head h / rep, so the
         // rep query heads of a group are stacked along the sequence axis.
         let q = q.reshape([b, nkv, rep * t, hd]);
-        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(1.0 / (hd as f64).sqrt());
+        let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale);
         let scores: Tensor<5> = scores.reshape([b, nkv, rep, t, s]);
         let scores = scores + mask.clone().unsqueeze_dim::<5>(1);
         let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
@@ -246,16 +342,26 @@ impl Attention {
     }
 }
 
+/// Applies an optional norm.
+fn maybe_norm(norm: &Option<RmsNorm>, x: Tensor<3>) -> Tensor<3> {
+    match norm {
+        Some(n) => n.forward(x),
+        None => x,
+    }
+}
+
 impl Block {
     pub fn forward(
         &self,
         x: Tensor<3>,
-        rope: &Rope,
+        rope: &RopeTable,
         mask: &Tensor<4>,
         cache: Option<LayerCache<'_>>,
     ) -> Tensor<3> {
-        let h = x.clone() + self.self_attn.forward(self.input_layernorm.forward(x), rope, mask, cache);
-        h.clone() + self.mlp.forward(self.post_attention_layernorm.forward(h))
+        let a = self.self_attn.forward(self.attn_norm.forward(x.clone()), rope, mask, cache);
+        let h = x + maybe_norm(&self.attn_out_norm, a);
+        let m = self.mlp.forward(self.mlp_norm.forward(h.clone()));
+        h + maybe_norm(&self.mlp_out_norm, m)
     }
 }
 
@@ -267,8 +373,14 @@ pub struct Llama {
     pub norm: RmsNorm,
     /// `None` when the output projection is tied to `embed_tokens`.
     pub lm_head: Option<Linear>,
-    /// RoPE inverse frequencies (head_dim / 2).
+    /// RoPE inverse frequencies (head_dim / 2) of the full-attention layers.
     pub inv_freq: Vec<f32>,
+    /// Gemma 3: RoPE inverse frequencies of the sliding-window layers.
+    pub inv_freq_local: Option<Vec<f32>>,
+    /// Keys visible to a query in a sliding layer (the query included).
+    pub sliding_window: Option<usize>,
+    /// Embeddings are multiplied by this (Gemma: √hidden; else 1).
+    pub embed_scale: f32,
 }
 
 /// Additive mask value for disallowed attention.
@@ -331,9 +443,9 @@ fn linear(
     Ok(Linear::new(w, b))
 }
 
-fn norm(src: &mut dyn WeightSource, name: &str, d: usize, eps: f64, device: &Device) -> Result<RmsNorm> {
+fn norm(src: &mut dyn WeightSource, name: &str, d: usize, cfg: &LlamaConfig, device: &Device) -> Result<RmsNorm> {
     let w = need(src, name, &[d], device)?;
-    Ok(RmsNorm { weight: Param::from_tensor(Tensor::from_data(w, device)), eps })
+    Ok(RmsNorm { weight: Param::from_tensor(Tensor::from_data(w, device)), eps: cfg.rms_norm_eps, offset: cfg.norm_offset() })
 }
 
 impl Llama {
@@ -343,33 +455,53 @@ impl Llama {
         cfg.validate()?;
         let d = cfg.hidden_size;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim());
-        let eps = cfg.rms_norm_eps;
+        let act = cfg.activation()?;
         let embed = need(src, "model.embed_tokens.weight", &[cfg.vocab_size, d], device)?;
+        let norm_names = block_norm_names(cfg);
         let mut layers = Vec::with_capacity(cfg.num_hidden_layers);
         for i in 0..cfg.num_hidden_layers {
             let p = format!("model.layers.{i}");
+            let mut block_norm = |k: usize| -> Result<Option<RmsNorm>> {
+                norm_names[k].map(|n| norm(src, &format!("{p}.{n}.weight"), d, cfg, device)).transpose()
+            };
+            let [attn_norm, attn_out_norm, mlp_norm, mlp_out_norm] =
+                [block_norm(0)?, block_norm(1)?, block_norm(2)?, block_norm(3)?];
+            let head_norm = |src: &mut dyn WeightSource, n: &str| -> Result<Option<RmsNorm>> {
+                if cfg.qk_norm() {
+                    Ok(Some(norm(src, &format!("{p}.self_attn.{n}.weight"), hd, cfg, device)?))
+                } else {
+                    Ok(None)
+                }
+            };
             let attn = Attention {
                 q_proj: linear(src, &format!("{p}.self_attn.q_proj"), d, nh * hd, cfg.qkv_bias(), device)?,
                 k_proj: linear(src, &format!("{p}.self_attn.k_proj"), d, nkv * hd, cfg.qkv_bias(), device)?,
                 v_proj: linear(src, &format!("{p}.self_attn.v_proj"), d, nkv * hd, cfg.qkv_bias(), device)?,
                 o_proj: linear(src, &format!("{p}.self_attn.o_proj"), nh * hd, d, cfg.o_bias(), device)?,
+                q_norm: head_norm(src, "q_norm")?,
+                k_norm: head_norm(src, "k_norm")?,
                 n_heads: nh,
                 n_kv_heads: nkv,
                 head_dim: hd,
+                scale: cfg.attn_scale(),
             };
             let mlp = Mlp {
                 gate_proj: linear(src, &format!("{p}.mlp.gate_proj"), d, cfg.intermediate_size, false, device)?,
                 up_proj: linear(src, &format!("{p}.mlp.up_proj"), d, cfg.intermediate_size, false, device)?,
                 down_proj: linear(src, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, false, device)?,
+                act,
             };
             layers.push(Block {
-                input_layernorm: norm(src, &format!("{p}.input_layernorm.weight"), d, eps, device)?,
+                attn_norm: attn_norm.context("attention norm")?,
                 self_attn: attn,
-                post_attention_layernorm: norm(src, &format!("{p}.post_attention_layernorm.weight"), d, eps, device)?,
+                attn_out_norm,
+                mlp_norm: mlp_norm.context("mlp norm")?,
                 mlp,
+                mlp_out_norm,
+                sliding: cfg.layer_is_sliding(i),
             });
         }
-        let final_norm = norm(src, "model.norm.weight", d, eps, device)?;
+        let final_norm = norm(src, "model.norm.weight", d, cfg, device)?;
         let lm_head = if cfg.tie_word_embeddings {
             None
         } else {
@@ -388,7 +520,17 @@ impl Llama {
             norm: final_norm,
             lm_head,
             inv_freq: cfg.rope_inv_freq(),
+            inv_freq_local: cfg.rope_inv_freq_local(),
+            sliding_window: cfg.effective_sliding_window(),
+            embed_scale: cfg.embed_scale(),
         })
+    }
+
+    /// RoPE tables for tokens at `positions[b][t]`.
+    pub fn rope(&self, positions: &[Vec<usize>], device: &Device) -> Rope {
+        let mut rope = Rope::new(&self.inv_freq, positions, device);
+        rope.local = self.inv_freq_local.as_ref().map(|f| RopeTable::new(f, positions, device));
+        rope
     }
 
     pub fn device(&self) -> Device {
@@ -402,7 +544,26 @@ impl Llama {
     fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = tokens.dims();
         let d = self.embed_tokens.dims()[1];
-        self.embed_tokens.val().select(0, tokens.reshape([b * t])).reshape([b, t, d])
+        let x = self.embed_tokens.val().select(0, tokens.reshape([b * t])).reshape([b, t, d]);
+        if self.embed_scale == 1.0 {
+            x
+        } else {
+            x.mul_scalar(self.embed_scale)
+        }
+    }
+
+    /// Runs the blocks: each layer gets its RoPE table and, for sliding layers, `window_mask`.
+    fn blocks(&self, mut x: Tensor<3>, rope: &Rope, mask: &Tensor<4>, window_mask: Option<&Tensor<4>>, mut cache: Option<&mut KvCache>) -> Tensor<3> {
+        let past = cache.as_ref().map(|c| c.len()).unwrap_or(0);
+        for (i, layer) in self.layers.iter().enumerate() {
+            let m = match (layer.sliding, window_mask) {
+                (true, Some(w)) => w,
+                _ => mask,
+            };
+            let slot = cache.as_mut().map(|c| (&mut c.layers[i], past));
+            x = layer.forward(x, rope.table(layer.sliding), m, slot);
+        }
+        x
     }
 
     /// Full causal forward without cache: tokens `[B, T]` -> final-normed hidden states `[B, T, D]`.
@@ -410,18 +571,17 @@ impl Llama {
     pub fn forward_hidden(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let t = tokens.dims()[1];
         let device = tokens.device();
-        let rope = Rope::new(&self.inv_freq, &[(0..t).collect()], &device);
+        let rope = self.rope(&[(0..t).collect()], &device);
         self.forward_hidden_with(tokens, &rope, &causal_mask(t, &device))
     }
 
     /// Forward without cache with explicit RoPE positions and an additive attention mask
     /// `[B or 1, 1, T, T]` (0 = visible, `MASKED` = hidden): several sequences can share one row,
     /// e.g. a prompt followed by two responses that each see the prompt but not each other.
+    /// Sliding-window layers also hide keys `sliding_window` or more positions back (by `rope.positions`).
     pub fn forward_hidden_with(&self, tokens: Tensor<2, Int>, rope: &Rope, mask: &Tensor<4>) -> Tensor<3> {
-        let mut x = self.embed(tokens);
-        for layer in &self.layers {
-            x = layer.forward(x, rope, mask, None);
-        }
+        let window_mask = self.sliding_window.map(|w| rope.window_mask(mask, w));
+        let x = self.blocks(self.embed(tokens), rope, mask, window_mask.as_ref(), None);
         self.norm.forward(x)
     }
 
@@ -465,23 +625,25 @@ impl Llama {
         let s = past + t;
         let positions: Vec<Vec<usize>> =
             start_pos.iter().map(|&p| (p..p + t).collect()).collect();
-        let rope = Rope::new(&self.inv_freq, &positions, &device);
-        let mut mask = vec![0f32; b * t * s];
-        for r in 0..b {
-            let pad = left_pad.get(r).copied().unwrap_or(0);
-            for i in 0..t {
-                for j in 0..s {
-                    if j < pad || j > past + i {
-                        mask[(r * t + i) * s + j] = MASKED;
+        let rope = self.rope(&positions, &device);
+        // Cache slot j of row r holds position j - left_pad[r]: slot distance is position distance.
+        let cached_mask = |window: usize| {
+            let mut mask = vec![0f32; b * t * s];
+            for r in 0..b {
+                let pad = left_pad.get(r).copied().unwrap_or(0);
+                for i in 0..t {
+                    for j in 0..s {
+                        if j < pad || j > past + i || j + window <= past + i {
+                            mask[(r * t + i) * s + j] = MASKED;
+                        }
                     }
                 }
             }
-        }
-        let mask = Tensor::<4>::from_data(TensorData::new(mask, [b, 1, t, s]), &device);
-        let mut x = self.embed(tokens);
-        for (layer, slot) in self.layers.iter().zip(cache.layers.iter_mut()) {
-            x = layer.forward(x, &rope, &mask, Some((slot, past)));
-        }
+            Tensor::<4>::from_data(TensorData::new(mask, [b, 1, t, s]), &device)
+        };
+        let mask = cached_mask(usize::MAX / 2);
+        let window_mask = self.sliding_window.map(cached_mask);
+        let x = self.blocks(self.embed(tokens), &rope, &mask, window_mask.as_ref(), Some(&mut *cache));
         cache.len = s;
         self.norm.forward(x)
     }

@@ -19,7 +19,6 @@
 
 use anyhow::{bail, Result};
 use burn::tensor::{Device, Int, Tensor, TensorData};
-use dno_model::model::Rope;
 use dno_model::Llama;
 
 /// Rows per LM-head chunk.
@@ -232,7 +231,7 @@ pub fn sequence_logps(model: &Llama, batch: &PackedBatch, device: &Device) -> Te
         device,
     );
     let hidden = if batch.has_shared_prompts() {
-        let rope = Rope::new(&model.inv_freq, &batch.rope_positions(), device);
+        let rope = model.rope(&batch.rope_positions(), device);
         let mask = Tensor::<4>::from_data(
             TensorData::new(batch.attention_mask(), [batch.rows, 1, batch.width, batch.width]),
             device,

@@ -221,7 +221,7 @@ impl Tiny {
         let hd = self.d / self.nh;
         let mut tensors: Vec<(String, Vec<usize>, u32, Vec<u8>)> = Vec::new();
         for (name, (shape, data)) in &self.weights {
-            let gname = dno_model::gguf::gguf_name(name).unwrap();
+            let gname = dno_model::gguf::gguf_name(name, false).unwrap();
             let mut data = data.clone();
             let is_qk = name.contains("q_proj") || name.contains("k_proj");
             if !self.qwen2 && is_qk {
