@@ -64,7 +64,7 @@ pub struct Args {
     #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f64,
     /// Comma-separated projections to adapt.
-    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    #[arg(long, default_value_t = dno_model::lora::LORA_TARGETS.join(","))]
     pub lora_targets: String,
     /// Checkpoint every N optimiser steps (0 = only on SIGINT and at the end). A rerun of the
     /// same command continues from the last checkpoint.
