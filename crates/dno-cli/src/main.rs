@@ -5,7 +5,7 @@ mod cmd;
 mod config;
 mod logging;
 
-use clap::{Parser, Subcommand};
+use clap::{CommandFactory, Parser, Subcommand};
 
 #[derive(Parser)]
 #[command(name = "dno", version, about = "Direct Nash Optimization for LLMs: sample -> annotate -> pair -> train -> eval", long_about = None)]
@@ -62,7 +62,7 @@ enum Command {
 }
 
 fn main() {
-    let argv = match config::expand_args(std::env::args_os().collect()) {
+    let argv = match config::expand_args(std::env::args_os().collect(), Cli::command()) {
         Ok(a) => a,
         Err(e) => {
             eprintln!("error: {e:#}");

@@ -3,6 +3,7 @@
 
 mod common;
 use common::*;
+use std::path::Path;
 
 #[test]
 fn help_lists_every_stage_and_schema_prints() {
@@ -101,6 +102,97 @@ fn config_file_keys_mirror_flags() {
     let o = dno(&["--config", "bad.toml", "prompts", "import", "in.jsonl", "--out", "q.parquet"], p);
     assert_eq!(o.status.code(), Some(2));
     assert!(String::from_utf8_lossy(&o.stderr).contains("bad.toml"));
+}
+
+/// Command-line flags win over the config file however they are spelt (`-k 2`, `--k=2`, `-o`),
+/// and the file fills in what the command line leaves out.
+#[test]
+fn command_line_wins_over_config_file_short_or_long() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    ok(&["demo", "init", "--out", "run", "--iterations", "1", "--prompts-per-iteration", "3", "--sft-prompts", "2", "--eval-prompts", "2", "--hidden", "32"], p);
+    write(&p.join("dno.toml"), "[sample]\nk = 3\nmax-new-tokens = 2\nout = \"from-file.parquet\"\n");
+    let base = ["--config", "dno.toml", "sample", "--model", "run/model", "--prompts", "run/prompts-iter-1.parquet"];
+    let per_prompt = |f: &str| dno_data::read_validated::<dno_data::SampleRow>(&[p.join(f)]).unwrap().1.len() / 3;
+    ok(&base, p);
+    assert_eq!(per_prompt("from-file.parquet"), 3, "the file's k and out apply");
+    ok(&[&base[..], &["-k", "2", "-o", "short.parquet"]].concat(), p);
+    assert_eq!(per_prompt("short.parquet"), 2, "-k on the command line wins over k in the file");
+    ok(&[&base[..], &["--k=1", "--out", "long.parquet"]].concat(), p);
+    assert_eq!(per_prompt("long.parquet"), 1);
+    // A key that is no flag of the subcommand is a clear usage error naming the file.
+    write(&p.join("typo.toml"), "[sample]\ntemprature = 0.5\n");
+    let o = dno(&["--config", "typo.toml", "sample", "--model", "run/model", "--prompts", "run/prompts-iter-1.parquet", "-o", "x.parquet"], p);
+    assert_eq!(o.status.code(), Some(2));
+    let e = String::from_utf8_lossy(&o.stderr);
+    assert!(e.contains("typo.toml") && e.contains("sample.temprature"), "{e}");
+}
+
+/// `name -> default` of every flag in `dno SUB --help`.
+fn help_defaults(sub: &str) -> std::collections::HashMap<String, String> {
+    let help = ok(&[sub, "--help"], Path::new("."));
+    let mut out = std::collections::HashMap::new();
+    let mut flag = None;
+    for line in help.lines() {
+        let t = line.trim_start();
+        if t.starts_with('-') {
+            flag = t.split([' ', ',']).find(|w| w.starts_with("--")).map(|w| w.trim_start_matches("--").to_string());
+        }
+        if let (Some(f), Some(i)) = (&flag, line.find("[default: ")) {
+            out.insert(f.clone(), line[i + 10..].split(']').next().unwrap().to_string());
+        }
+    }
+    out
+}
+
+/// Every default is the library's: `--help` shows `SamplingParams::default()`,
+/// `TrainConfig::default()`, `PairingConfig::default()`, `ClientConfig::default()`, one seed, and
+/// those are the paper's sampling settings (K = 5, T = 0.7, top-p 0.95).
+#[test]
+fn flag_defaults_are_the_library_defaults() {
+    let num = |m: &std::collections::HashMap<String, String>, f: &str| -> f64 {
+        m.get(f).unwrap_or_else(|| panic!("no default for --{f} in {m:?}")).parse().unwrap()
+    };
+    let sample = help_defaults("sample");
+    let sp = dno_model::SamplingParams::default();
+    assert_eq!((sp.temperature, sp.top_p, sp.max_new_tokens), (0.7, 0.95, 512));
+    assert_eq!(num(&sample, "k"), 5.0);
+    assert_eq!(sample["temperature"].parse::<f32>().unwrap(), sp.temperature);
+    assert_eq!(sample["top-p"].parse::<f32>().unwrap(), sp.top_p);
+    assert_eq!(num(&sample, "top-k"), sp.top_k as f64);
+    assert_eq!(sample["min-p"].parse::<f32>().unwrap(), sp.min_p);
+    assert_eq!(num(&sample, "max-new-tokens"), sp.max_new_tokens as f64);
+    assert_eq!(num(&sample, "max-batch"), sp.max_batch as f64);
+    let client = dno_oracle::ClientConfig::default();
+    assert_eq!(num(&sample, "timeout"), client.timeout_secs);
+    assert_eq!(num(&sample, "concurrency"), client.max_concurrency as f64);
+    assert_eq!(num(&sample, "max-retries"), client.max_retries as f64);
+
+    let train = help_defaults("train");
+    let tc = dno_train::TrainConfig::default();
+    assert_eq!(train["loss"], "dpo");
+    assert_eq!(train["loss"], tc.loss.to_string());
+    assert_eq!(train["schedule"], tc.schedule.to_string());
+    for (f, v) in [("eta", tc.eta), ("ipo-tau", tc.ipo_tau), ("lr", tc.lr), ("weight-decay", tc.weight_decay), ("warmup-ratio", tc.warmup_ratio), ("max-grad-norm", tc.max_grad_norm)] {
+        assert_eq!(num(&train, f), v, "--{f}");
+    }
+    for (f, v) in [("epochs", tc.epochs), ("batch-size", tc.batch_size), ("grad-accum", tc.grad_accum), ("warmup-steps", tc.warmup_steps), ("checkpoint-every", tc.checkpoint_every), ("max-len", tc.max_len)] {
+        assert_eq!(num(&train, f), v as f64, "--{f}");
+    }
+
+    let pair = help_defaults("pair");
+    let pc = dno_math::pairing::PairingConfig::default();
+    assert_eq!(pair["strategy"], pc.strategy.to_string());
+    assert_eq!(pair["basis"], pc.basis.to_string());
+    assert_eq!(num(&pair, "score-threshold"), pc.score_positive_threshold);
+    assert_eq!(num(&pair, "winrate-margin"), pc.winrate_margin_student);
+    assert_eq!(num(&pair, "winrate-margin-reference"), pc.winrate_margin_reference);
+
+    // One seed default for every stage.
+    assert_eq!(tc.seed, dno_math::rng::DEFAULT_SEED);
+    for (sub, m) in [("sample", &sample), ("train", &train), ("pair", &pair), ("annotate", &help_defaults("annotate")), ("eval", &help_defaults("eval"))] {
+        assert_eq!(num(m, "seed"), dno_math::rng::DEFAULT_SEED as f64, "dno {sub} --seed");
+    }
 }
 
 #[test]

@@ -1,6 +1,7 @@
 //! The whole DNO loop through the CLI on a tiny fixture: demo init -> sft -> sample -> annotate ->
 //! pair -> train -> sample -> eval -> report. Checks every stage's output schema, the provenance
-//! chain (each file's metadata names its inputs' fingerprints), resume of `sample` after a kill,
+//! chain (each file's metadata names its inputs' fingerprints), resume of `sample` and `train`
+//! after a kill,
 //! sharding, and that Python Polars reads every dataset.
 
 mod common;
@@ -153,6 +154,122 @@ fn killed_sample_run_resumes_without_duplicates() {
     assert_eq!(a, b, "resumed output must equal the uninterrupted one");
     assert!(!parts.exists(), "part files are removed once the output is complete");
     assert!(killed_early, "the run finished before it could be killed; the test did not exercise resume");
+}
+
+/// `n` preference pairs on the demo task (chosen: the right sum, rejected: a wrong one).
+fn write_pairs(path: &Path, n: usize) {
+    let prov = dno_data::Provenance::new("test", &serde_json::json!({})).unwrap();
+    let mut w = dno_data::DatasetWriter::<dno_data::PairRow>::create(path, &prov, true).unwrap();
+    w.write_all((0..n).map(|i| dno_data::PairRow {
+        prompt_id: format!("p{i}"),
+        prompt: format!("{i}+{}=", i % 7),
+        system: None,
+        chosen: format!("{}", i + i % 7),
+        rejected: format!("{}", i + i % 7 + 10),
+        chosen_id: format!("c{i}"),
+        rejected_id: format!("r{i}"),
+        target: 1.0,
+        chosen_winrate: 1.0,
+        rejected_winrate: 0.0,
+        weight: 1.0,
+        chosen_score: None,
+        rejected_score: None,
+        chosen_source: "policy".into(),
+        rejected_source: "policy".into(),
+        strategy: "max-min".into(),
+        iteration: "iter-1".into(),
+    }))
+    .unwrap();
+    w.finish().unwrap();
+}
+
+/// `dno train` killed with SIGKILL after a checkpoint, then the identical command rerun:
+/// the resumed model equals an uninterrupted run's, bit for bit. A changed setting is refused
+/// with a message naming it; --force starts over.
+#[test]
+fn killed_train_run_resumes_to_the_same_weights() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let s = |x: &str| p.join(x).to_str().unwrap().to_string();
+    ok(&["demo", "init", "--out", &s("run"), "--iterations", "1", "--prompts-per-iteration", "4", "--sft-prompts", "4", "--eval-prompts", "4", "--hidden", "32"], p);
+    write_pairs(&p.join("pairs.parquet"), 40);
+    let (model, pairs) = (s("run/model"), s("pairs.parquet"));
+    let args = |out: &str| -> Vec<String> {
+        ["train", "--model", &model, "--pairs", &pairs, "--out", out, "--loss", "dpo", "--lr", "1e-3", "--batch-size", "1", "--epochs", "3", "--checkpoint-every", "1"]
+            .iter()
+            .map(|x| x.to_string())
+            .collect()
+    };
+    let run = |a: &[String]| ok(&a.iter().map(String::as_str).collect::<Vec<_>>(), p);
+    run(&args(&s("full")));
+
+    let out = p.join("out");
+    let mut child = dno_cmd().args(args(&s("out"))).current_dir(p).stderr(std::process::Stdio::null()).spawn().unwrap();
+    let t0 = std::time::Instant::now();
+    while t0.elapsed().as_secs() < 120 && !out.join("checkpoint/state.json").exists() {
+        std::thread::sleep(std::time::Duration::from_millis(2));
+    }
+    child.kill().unwrap(); // SIGKILL
+    child.wait().unwrap();
+    let state: serde_json::Value = serde_json::from_slice(&std::fs::read(out.join("checkpoint/state.json")).expect("a checkpoint was written")).unwrap();
+    let (step, total) = (state["step"].as_u64().unwrap(), state["total_steps"].as_u64().unwrap());
+    assert!(step >= 1 && step < total, "killed at step {step}/{total}: the test did not exercise resume");
+    assert!(!out.join("model").exists());
+
+    let o = dno(&args(&s("out")).iter().map(String::as_str).collect::<Vec<_>>(), p);
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    assert!(stderr.contains(&format!("resumed from the checkpoint at step {step}")), "{stderr}");
+    let weights = |dir: &str| std::fs::read(p.join(dir).join("model/model.safetensors")).unwrap();
+    assert!(weights("full") == weights("out"), "the resumed model differs from the uninterrupted run's");
+    // The steps done before the kill were not redone: their metrics, timings included, are the
+    // killed run's; then one line per later step.
+    let metrics: Vec<serde_json::Value> =
+        std::fs::read_to_string(out.join("metrics.jsonl")).unwrap().lines().map(|l| serde_json::from_str(l).unwrap()).collect();
+    assert_eq!(metrics.len() as u64, total, "one metrics line per step, none repeated");
+    assert_eq!(&metrics[..step as usize], state["metrics"].as_array().unwrap().as_slice());
+
+    // The same command again only re-exports; other settings are refused, naming them.
+    run(&args(&s("out")));
+    assert!(weights("full") == weights("out"));
+    let mut other = args(&s("out"));
+    other[10] = "2e-3".into();
+    let refs: Vec<&str> = other.iter().map(String::as_str).collect();
+    let e = fails(&refs, p);
+    assert!(e.contains("different training config") && e.contains("lr 0.001 in the checkpoint, 0.002 now") && e.contains("--force"), "{e}");
+    write_pairs(&p.join("pairs.parquet"), 41);
+    let e = fails(&args(&s("out")).iter().map(String::as_str).collect::<Vec<_>>(), p);
+    assert!(e.contains("training examples differ (40 in the checkpoint, 41 now)"), "{e}");
+    // --force starts over with the new settings.
+    other.push("--force".into());
+    run(&other);
+    assert!(weights("full") != weights("out"));
+}
+
+/// The reference log-probs are cached under the input model's file fingerprint: a rerun reads
+/// them back, and a changed model file (same size) recomputes them.
+#[test]
+fn changed_model_file_invalidates_the_reference_cache() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let s = |x: &str| p.join(x).to_str().unwrap().to_string();
+    ok(&["demo", "init", "--out", &s("run"), "--iterations", "1", "--prompts-per-iteration", "4", "--sft-prompts", "4", "--eval-prompts", "4", "--hidden", "32"], p);
+    write_pairs(&p.join("pairs.parquet"), 4);
+    let args = ["train", "--model", &s("run/model"), "--pairs", &s("pairs.parquet"), "--out", &s("t"), "--batch-size", "4", "--force"];
+    let stderr = |a: &[&str]| {
+        let o = dno(a, p);
+        assert!(o.status.success(), "{}", String::from_utf8_lossy(&o.stderr));
+        String::from_utf8_lossy(&o.stderr).into_owned()
+    };
+    assert!(stderr(&args).contains("reference log-probs computed"));
+    assert!(stderr(&args).contains("reference log-probs from cache"));
+    // Rewrite one weight in place: same size, same header, another model.
+    let st = p.join("run/model/model.safetensors");
+    let mut bytes = std::fs::read(&st).unwrap();
+    let lowest_byte_of_last_f32 = bytes.len() - 4;
+    bytes[lowest_byte_of_last_f32] ^= 1;
+    std::fs::write(&st, bytes).unwrap();
+    assert!(stderr(&args).contains("reference log-probs computed"), "a changed model must not reuse the cache");
 }
 
 #[test]

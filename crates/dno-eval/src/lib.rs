@@ -103,7 +103,7 @@ impl Default for EvalOptions {
     fn default() -> Self {
         EvalOptions {
             bootstrap_samples: 2000,
-            seed: 0,
+            seed: dno_math::rng::DEFAULT_SEED,
             ci_level: 0.95,
             lc_l2: 1e-3,
             lc_warn_threshold: 0.10,

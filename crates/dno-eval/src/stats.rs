@@ -1,38 +1,8 @@
 //! Small statistics helpers: a seeded SplitMix64 RNG, means, sample std, quantiles,
 //! and the percentile bootstrap over prompt clusters.
 
-/// SplitMix64 (Steele, Lea & Flood 2014): a tiny, fast, well-mixed 64-bit generator.
-/// Good enough for bootstrap resampling; deliberately not the `rand` crate so results are
-/// reproducible across dependency upgrades.
-#[derive(Debug, Clone)]
-pub struct SplitMix64 {
-    state: u64,
-}
-
-impl SplitMix64 {
-    pub fn new(seed: u64) -> Self {
-        SplitMix64 { state: seed }
-    }
-
-    pub fn next_u64(&mut self) -> u64 {
-        self.state = self.state.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.state;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-
-    /// Uniform in [0, 1) with 53 random bits.
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
-    }
-
-    /// Uniform integer in [0, n) by Lemire's multiply-shift (bias < n / 2^64, negligible here).
-    /// Returns 0 when n == 0.
-    pub fn below(&mut self, n: usize) -> usize {
-        ((self.next_u64() as u128 * n as u128) >> 64) as usize
-    }
-}
+/// The seeded generator (dno-math's SplitMix64; [`SplitMix64::index`] draws resampling indices).
+pub use dno_math::SplitMix64;
 
 pub fn mean(xs: &[f64]) -> f64 {
     if xs.is_empty() {
@@ -83,7 +53,7 @@ pub fn bootstrap_mean_ci(
     for _ in 0..samples {
         let mut s = 0.0;
         for _ in 0..g {
-            s += cluster_means[rng.below(g)];
+            s += cluster_means[rng.index(g)];
         }
         reps.push(s / g as f64);
     }
@@ -112,7 +82,7 @@ mod tests {
         assert!((m - 0.5).abs() < 0.01, "mean of uniforms {m}");
         let mut counts = [0usize; 5];
         for _ in 0..50_000 {
-            counts[r.below(5)] += 1;
+            counts[r.index(5)] += 1;
         }
         for c in counts {
             assert!((9_000..11_000).contains(&c), "bucket count {c}");

@@ -138,6 +138,16 @@ pub enum Basis {
     WinRate,
 }
 
+impl fmt::Display for Basis {
+    fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        f.write_str(match self {
+            Basis::Auto => "auto",
+            Basis::Score => "score",
+            Basis::WinRate => "win-rate",
+        })
+    }
+}
+
 impl FromStr for Basis {
     type Err = MathError;
 

@@ -2,6 +2,9 @@
 //! Flood 2014), so that sampling, replay selection and test games are
 //! reproducible from a seed without any external crate.
 
+/// The seed every `--seed` flag and seeded library setting defaults to.
+pub const DEFAULT_SEED: u64 = 0;
+
 /// SplitMix64: 64 bits of state, passes BigCrush, trivially seedable.
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub struct SplitMix64 {
@@ -26,6 +29,17 @@ impl SplitMix64 {
     /// A uniform float in [0, 1) with 53 random bits.
     pub fn next_f64(&mut self) -> f64 {
         (self.next_u64() >> 11) as f64 * (1.0 / (1u64 << 53) as f64)
+    }
+
+    /// A uniform float in [0, 1) with 24 random bits (the top ones).
+    pub fn next_f32(&mut self) -> f32 {
+        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
+    }
+
+    /// An index in [0, n) by Lemire's multiply-shift: one draw, bias below n / 2^64
+    /// (negligible for resampling); 0 when n is 0. The bootstrap uses it.
+    pub fn index(&mut self, n: usize) -> usize {
+        ((self.next_u64() as u128 * n as u128) >> 64) as usize
     }
 
     /// A uniform integer in [0, n); returns 0 when n is 0. Unbiased (rejection

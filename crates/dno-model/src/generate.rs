@@ -45,11 +45,11 @@ pub struct SamplingParams {
 impl Default for SamplingParams {
     fn default() -> Self {
         SamplingParams {
-            temperature: 1.0,
-            top_p: 1.0,
+            temperature: 0.7,
+            top_p: 0.95,
             top_k: 0,
             min_p: 0.0,
-            max_new_tokens: 256,
+            max_new_tokens: 512,
             stop: vec![],
             max_batch: 64,
         }
@@ -77,29 +77,8 @@ pub struct Generation {
     pub finish_reason: FinishReason,
 }
 
-/// SplitMix64: tiny, fast, good enough for sampling; one per sample row.
-#[derive(Debug, Clone)]
-pub struct Rng(u64);
-
-impl Rng {
-    pub fn new(seed: u64) -> Self {
-        Rng(seed)
-    }
-    pub fn next_u64(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    /// Uniform in [0, 1).
-    pub fn next_f32(&mut self) -> f32 {
-        (self.next_u64() >> 40) as f32 / (1u64 << 24) as f32
-    }
-    pub fn next_f64(&mut self) -> f64 {
-        (self.next_u64() >> 11) as f64 / (1u64 << 53) as f64
-    }
-}
+/// The sampling generator: dno-math's SplitMix64, one per sample row.
+pub use dno_math::SplitMix64 as Rng;
 
 /// log-softmax value of `logits[idx]`.
 pub fn logprob_of(logits: &[f32], idx: usize) -> f32 {
@@ -398,18 +377,20 @@ mod tests {
         let mut rng = Rng::new(1);
         let greedy = SamplingParams { temperature: 0.0, ..Default::default() };
         assert_eq!(sample_token(&logits, &greedy, &mut rng), 1);
-        let top2 = SamplingParams { top_k: 2, ..Default::default() };
+        // Temperature 1, no truncation; each case below adds one.
+        let plain = SamplingParams { temperature: 1.0, top_p: 1.0, ..Default::default() };
+        let top2 = SamplingParams { top_k: 2, ..plain.clone() };
         for _ in 0..200 {
             let t = sample_token(&logits, &top2, &mut rng);
             assert!(t == 1 || t == 2);
         }
         // top_p tiny keeps only the most likely token
-        let top_p = SamplingParams { top_p: 0.01, ..Default::default() };
+        let top_p = SamplingParams { top_p: 0.01, ..plain.clone() };
         for _ in 0..50 {
             assert_eq!(sample_token(&logits, &top_p, &mut rng), 1);
         }
         // min_p 0.5 keeps tokens with p >= 0.5 * pmax: ids 1, 2
-        let min_p = SamplingParams { min_p: 0.5, ..Default::default() };
+        let min_p = SamplingParams { min_p: 0.5, ..plain.clone() };
         for _ in 0..200 {
             let t = sample_token(&logits, &min_p, &mut rng);
             assert!(t == 1 || t == 2);
@@ -417,7 +398,7 @@ mod tests {
         // all tokens reachable at temperature 1
         let mut seen = [false; 5];
         for _ in 0..5000 {
-            seen[sample_token(&logits, &SamplingParams::default(), &mut rng)] = true;
+            seen[sample_token(&logits, &plain, &mut rng)] = true;
         }
         assert!(seen.iter().all(|&s| s));
         let lp: f32 = (0..5).map(|i| logprob_of(&logits, i).exp()).sum();

@@ -120,7 +120,7 @@ fn score_equals_sum_of_sampler_logprobs_and_batch_independence() {
         GenRequest { prompt: vec![104, 101, 108], seeds: vec![1, 2, 3] },
         GenRequest { prompt: vec![119, 111, 114, 108, 100, 33, 33], seeds: vec![4, 5] },
     ];
-    let params = SamplingParams { temperature: 1.0, max_new_tokens: 12, ..Default::default() };
+    let params = SamplingParams { temperature: 1.0, top_p: 1.0, max_new_tokens: 12, ..Default::default() };
     let mut finished = 0;
     let out = generate(&lm, &reqs, &params, |n| finished += n).unwrap();
     assert_eq!(finished, 5);

@@ -60,7 +60,7 @@ pub struct RunOptions {
 
 impl Default for RunOptions {
     fn default() -> Self {
-        RunOptions { pairs: PairSpec::All, seed: 0, max_items_in_flight: 256, keep_raw: true, max_consecutive_failures: 50 }
+        RunOptions { pairs: PairSpec::All, seed: dno_math::rng::DEFAULT_SEED, max_items_in_flight: 256, keep_raw: true, max_consecutive_failures: 50 }
     }
 }
 

@@ -25,15 +25,16 @@ use crate::{StepMetrics, TrainConfig};
 const DIR: &str = "checkpoint";
 const TMP: &str = "checkpoint.tmp";
 const OLD: &str = "checkpoint.old";
-const FORMAT_VERSION: u32 = 1;
+const FORMAT_VERSION: u32 = 2;
 
 /// Everything besides tensors that a resume needs.
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]
 pub struct TrainState {
     pub format_version: u32,
     pub config: TrainConfig,
-    /// Fingerprint of the input model and the examples (see `reference::fingerprint`).
-    pub fingerprint: String,
+    /// Fingerprints of the input model and of the examples (see [`crate::reference`]).
+    pub model_fingerprint: String,
+    pub examples_fingerprint: String,
     pub n_examples: usize,
     /// Optimiser steps completed.
     pub step: usize,
@@ -44,11 +45,12 @@ pub struct TrainState {
 }
 
 impl TrainState {
-    pub fn new(config: TrainConfig, fingerprint: String, n_examples: usize, total_steps: usize) -> Self {
+    pub fn new(config: TrainConfig, model_fingerprint: String, examples_fingerprint: String, n_examples: usize, total_steps: usize) -> Self {
         TrainState {
             format_version: FORMAT_VERSION,
             config,
-            fingerprint,
+            model_fingerprint,
+            examples_fingerprint,
             n_examples,
             step: 0,
             total_steps,
@@ -56,6 +58,37 @@ impl TrainState {
             metrics: Vec::new(),
         }
     }
+}
+
+/// Why a checkpoint written with `old` cannot be continued by a run with `new` (`None`: it
+/// can): the config fields that differ, named with both values (the checkpoint interval may
+/// change), or the input model or the examples.
+pub fn incompatibility(old: &TrainState, new: &TrainState) -> Option<String> {
+    let fields = |c: &TrainConfig| match serde_json::to_value(TrainConfig { checkpoint_every: 0, ..c.clone() }) {
+        Ok(serde_json::Value::Object(m)) => m,
+        _ => unreachable!("TrainConfig serialises to an object"),
+    };
+    let (a, b) = (fields(&old.config), fields(&new.config));
+    let changed: Vec<String> = a
+        .iter()
+        .filter(|(k, v)| b.get(*k) != Some(v))
+        .map(|(k, v)| format!("{k} {v} in the checkpoint, {} now", b.get(k).map(|x| x.to_string()).unwrap_or_default()))
+        .collect();
+    if !changed.is_empty() {
+        return Some(format!("it was written with a different training config ({})", changed.join("; ")));
+    }
+    if old.model_fingerprint != new.model_fingerprint {
+        return Some("the input model differs from the one it was trained from".into());
+    }
+    if old.examples_fingerprint != new.examples_fingerprint || old.n_examples != new.n_examples {
+        return Some(format!(
+            "the training examples differ ({} in the checkpoint, {} now{})",
+            old.n_examples,
+            new.n_examples,
+            if old.n_examples == new.n_examples { ", with other content" } else { "" }
+        ));
+    }
+    None
 }
 
 /// The checkpoint directory of a run.
@@ -115,7 +148,11 @@ pub fn load_state(out_dir: &Path) -> Result<Option<(PathBuf, TrainState)>> {
     let state: TrainState =
         serde_json::from_slice(&text).with_context(|| format!("parsing checkpoint state {}", path.display()))?;
     if state.format_version != FORMAT_VERSION {
-        bail!("checkpoint {} has format version {}, expected {FORMAT_VERSION}", path.display(), state.format_version);
+        bail!(
+            "checkpoint {} has format version {}, expected {FORMAT_VERSION} (start over with dno train --force)",
+            path.display(),
+            state.format_version
+        );
     }
     Ok(Some((dir, state)))
 }

@@ -17,6 +17,16 @@ pub enum Schedule {
     Constant,
 }
 
+impl std::fmt::Display for Schedule {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(match self {
+            Schedule::Cosine => "cosine",
+            Schedule::Linear => "linear",
+            Schedule::Constant => "constant",
+        })
+    }
+}
+
 impl std::str::FromStr for Schedule {
     type Err = anyhow::Error;
     fn from_str(s: &str) -> Result<Self> {
@@ -76,7 +86,7 @@ pub struct TrainConfig {
 impl Default for TrainConfig {
     fn default() -> Self {
         TrainConfig {
-            loss: LossKind::Dno,
+            loss: LossKind::Dpo,
             eta: 0.1,
             ipo_tau: 0.1,
             lr: 5e-7,
@@ -88,7 +98,7 @@ impl Default for TrainConfig {
             warmup_steps: 0,
             schedule: Schedule::Cosine,
             max_grad_norm: 1.0,
-            seed: 42,
+            seed: dno_math::rng::DEFAULT_SEED,
             lora: None,
             checkpoint_every: 0,
             max_len: 1024,

@@ -99,6 +99,9 @@ pub struct StepMetrics {
 #[derive(Debug, Clone, Default)]
 pub struct RunOptions {
     pub resume: bool,
+    /// Fingerprint of the input model, [`reference::model_files_fingerprint`] of the files it
+    /// was read from; `None` (a model built in memory) hashes its weights instead.
+    pub model_fingerprint: Option<String>,
     pub stop: Arc<AtomicBool>,
     /// Data-parallel shards per micro-batch (and per reference batch) on the training device;
     /// `None` picks [`dno_model::device::data_parallel_shards`]: one per core on the CPU, 1 on a
@@ -126,4 +129,6 @@ pub struct TrainOutcome {
     pub reference_s: f64,
     /// The HF export directory (`out_dir/model`), when the run completed.
     pub model_dir: Option<std::path::PathBuf>,
+    /// The step of the checkpoint this call continued from, if it resumed one.
+    pub resumed_from: Option<usize>,
 }

@@ -1,7 +1,7 @@
 //! Reference log-probabilities log π_t(y|x) of the input model M (= π_t, the previous iterate;
 //! Alg. 1 line 4 and Eq. 13 use it in every log-ratio). They are computed once, in a no-grad
 //! pass before training, and cached in `out_dir/ref_logps.json` under a fingerprint of the model
-//! weights, the examples and `max_len`; a later run (a resume in particular) with the same
+//! (its files, [`model_files_fingerprint`]), the examples and `max_len`; a later run (a resume in particular) with the same
 //! fingerprint reads the cache instead of recomputing.
 
 use std::collections::BTreeMap;
@@ -47,12 +47,92 @@ impl ModuleVisitor for HashParams<'_> {
     }
 }
 
-/// SHA-256 over the model's parameters (shapes, dtypes, bytes), the examples' ids and tokens,
-/// and `max_len` (which decides truncation).
-pub fn fingerprint(model: &Llama, examples: &[TrainExample], max_len: usize) -> String {
+/// Files up to this size are hashed whole; larger ones are sampled (see [`model_files_fingerprint`]).
+const WHOLE_FILE_LIMIT: u64 = 16 << 20;
+/// Sampled blocks of a large file, and their size.
+const SAMPLE_BLOCKS: u64 = 64;
+const BLOCK: u64 = 64 << 10;
+
+/// Fingerprint of a model on disk (a GGUF/safetensors file, or an HF directory: every regular,
+/// non-hidden file at its top level), read in constant time instead of hashing every weight.
+///
+/// Per file: its name, size and modification time (nanoseconds), and its bytes, all of them for
+/// files up to 16 MiB (config.json, tokenizer files, small models), else the first MiB (the
+/// GGUF metadata; the whole safetensors header when it is longer: tensor names, dtypes, shapes,
+/// offsets), 64 blocks of 64 KiB spread evenly over the file, and its last block. A retrained or
+/// replaced model rewrites its files, which changes their modification time even when size and
+/// sampled bytes agree; copying a model elsewhere changes it too, which only costs a recompute.
+pub fn model_files_fingerprint(path: &Path) -> Result<String> {
+    let mut files = Vec::new();
+    if path.is_dir() {
+        for e in fs::read_dir(path).with_context(|| format!("{}: cannot list", path.display()))? {
+            let p = e.with_context(|| format!("{}: cannot list", path.display()))?.path();
+            let hidden = p.file_name().and_then(|n| n.to_str()).is_none_or(|n| n.starts_with('.'));
+            if p.is_file() && !hidden {
+                files.push(p);
+            }
+        }
+        files.sort();
+    } else {
+        files.push(path.to_path_buf());
+    }
     let mut h = Sha256::new();
-    h.update(b"dno-train reference v2 (one row per pair)\n");
+    h.update(b"dno model files v1\n");
+    for f in &files {
+        hash_model_file(&mut h, f).with_context(|| format!("{}: cannot fingerprint", f.display()))?;
+    }
+    Ok(hex::encode(h.finalize()))
+}
+
+fn hash_model_file(h: &mut Sha256, path: &Path) -> std::io::Result<()> {
+    use std::io::{Read, Seek, SeekFrom};
+    let meta = fs::metadata(path)?;
+    let size = meta.len();
+    let mtime = meta.modified()?.duration_since(std::time::UNIX_EPOCH).map(|d| d.as_nanos()).unwrap_or(0);
+    let name = path.file_name().map(|n| n.to_string_lossy().into_owned()).unwrap_or_default();
+    h.update((name.len() as u64).to_le_bytes());
+    h.update(name.as_bytes());
+    h.update(size.to_le_bytes());
+    h.update(mtime.to_le_bytes());
+    let mut file = fs::File::open(path)?;
+    let mut read_at = |h: &mut Sha256, offset: u64, len: u64| -> std::io::Result<()> {
+        file.seek(SeekFrom::Start(offset))?;
+        let mut buf = Vec::with_capacity(len as usize);
+        (&mut file).take(len).read_to_end(&mut buf)?;
+        h.update(offset.to_le_bytes());
+        h.update(&buf);
+        Ok(())
+    };
+    if size <= WHOLE_FILE_LIMIT {
+        return read_at(h, 0, size);
+    }
+    let mut head = 1u64 << 20;
+    if path.extension().is_some_and(|e| e == "safetensors") {
+        let mut len = [0u8; 8];
+        fs::File::open(path)?.read_exact(&mut len)?;
+        head = head.max(8 + u64::from_le_bytes(len)).min(size);
+    }
+    read_at(h, 0, head)?;
+    for i in 0..SAMPLE_BLOCKS {
+        read_at(h, i * (size / SAMPLE_BLOCKS), BLOCK)?;
+    }
+    read_at(h, size - BLOCK, BLOCK)
+}
+
+/// Fingerprint of a model held in memory (shapes, dtypes and bytes of every parameter), for
+/// models that have no files; it copies every weight to the host, so prefer
+/// [`model_files_fingerprint`] for a model read from disk.
+pub fn weights_fingerprint(model: &Llama) -> String {
+    let mut h = Sha256::new();
+    h.update(b"dno model weights v1\n");
     model.visit(&mut HashParams(&mut h));
+    hex::encode(h.finalize())
+}
+
+/// Fingerprint of the examples' ids and tokens and of `max_len` (which decides truncation).
+pub fn examples_fingerprint(examples: &[TrainExample], max_len: usize) -> String {
+    let mut h = Sha256::new();
+    h.update(b"dno train examples v1\n");
     h.update(max_len.to_le_bytes());
     let mut tokens = |t: &[u32]| {
         h.update((t.len() as u64).to_le_bytes());
@@ -69,6 +149,17 @@ pub fn fingerprint(model: &Llama, examples: &[TrainExample], max_len: usize) -> 
             None => tokens(&[u32::MAX]),
         }
     }
+    hex::encode(h.finalize())
+}
+
+/// The reference cache's key: the model's and the examples' fingerprints (v3: the model is
+/// fingerprinted by its files when it has any; v2 hashed every weight).
+pub fn fingerprint(model_fingerprint: &str, examples_fingerprint: &str) -> String {
+    let mut h = Sha256::new();
+    h.update(b"dno-train reference v3 (one row per pair, model files)\n");
+    h.update(model_fingerprint.as_bytes());
+    h.update(b"\n");
+    h.update(examples_fingerprint.as_bytes());
     hex::encode(h.finalize())
 }
 

@@ -45,24 +45,20 @@ pub fn train(
     let LoadedModel { model: base, config, tokenizer, chat } = model;
     let n = examples.len();
     let total = cfg.total_steps(n);
-    let fingerprint = reference::fingerprint(&base, &examples, cfg.max_len);
+    let model_fp = match &opts.model_fingerprint {
+        Some(f) => f.clone(),
+        None => reference::weights_fingerprint(&base),
+    };
+    let examples_fp = reference::examples_fingerprint(&examples, cfg.max_len);
+    let fingerprint = reference::fingerprint(&model_fp, &examples_fp);
+    let fresh = TrainState::new(cfg.clone(), model_fp, examples_fp, n, total);
 
     let prior = if opts.resume { checkpoint::load_state(out_dir)? } else { None };
     if let Some((dir, st)) = &prior {
         // Everything but the checkpoint interval must match, or the resumed run would not be
         // the continuation of the interrupted one.
-        let comparable = |c: &TrainConfig| TrainConfig { checkpoint_every: 0, ..c.clone() };
-        if comparable(&st.config) != comparable(cfg) {
-            bail!(
-                "cannot resume from {}: it was written with a different training config",
-                dir.display()
-            );
-        }
-        if st.fingerprint != fingerprint || st.n_examples != n {
-            bail!(
-                "cannot resume from {}: it was written for a different input model or examples",
-                dir.display()
-            );
+        if let Some(why) = checkpoint::incompatibility(st, &fresh) {
+            bail!("cannot resume from {}: {why}; rerun the original command to continue it, or start over (dno train --force)", dir.display());
         }
     }
 
@@ -91,6 +87,7 @@ pub fn train(
             Some(r) => r,
             None => {
                 // Stopped during the reference pass: nothing trained, nothing to checkpoint.
+                let steps_done_if_resumed = prior.as_ref().map(|(_, st)| st.step);
                 let (steps_done, metrics) = prior.map(|(_, st)| (st.step, st.metrics)).unwrap_or_default();
                 return Ok(TrainOutcome {
                     metrics,
@@ -100,6 +97,7 @@ pub fn train(
                     reference_cached: false,
                     reference_s: t_ref.elapsed().as_secs_f64(),
                     model_dir: None,
+                    resumed_from: steps_done_if_resumed,
                 });
             }
         }
@@ -119,7 +117,7 @@ pub fn train(
         let targets: Vec<&str> = l.targets.iter().map(String::as_str).collect();
         policy = policy.attach_lora(l.rank, l.alpha, &targets, &ad).context("attaching LoRA adapters")?;
     }
-    let mut state = TrainState::new(cfg.clone(), fingerprint, n, total);
+    let mut state = fresh;
     let mut resumed_dir = None;
     if let Some((dir, st)) = prior {
         policy = checkpoint::restore_model(&dir, policy)?;
@@ -138,7 +136,8 @@ pub fn train(
     let per_step = cfg.examples_per_step();
     let mut order_epoch = usize::MAX;
     let mut order = Vec::new();
-    let mut saved_step = resumed_dir.as_ref().map(|_| state.step);
+    let resumed_from = resumed_dir.as_ref().map(|_| state.step);
+    let mut saved_step = resumed_from;
     let mut interrupted = false;
     while state.step < total {
         if opts.stop.load(Ordering::SeqCst) {
@@ -187,7 +186,16 @@ pub fn train(
             trained = trained.merge_lora();
         }
         let loaded = LoadedModel { model: trained, config, tokenizer, chat };
-        dno_model::save_hf(&loaded, &dir).with_context(|| format!("exporting the trained model to {}", dir.display()))?;
+        // Written aside and renamed into place, so `model/` is always a complete export (a
+        // make rule may take `model/config.json` as its target).
+        let tmp = out_dir.join("model.tmp");
+        for d in [&tmp, &dir] {
+            if d.exists() {
+                fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+            }
+        }
+        dno_model::save_hf(&loaded, &tmp).with_context(|| format!("exporting the trained model to {}", tmp.display()))?;
+        fs::rename(&tmp, &dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
         Some(dir)
     };
     Ok(TrainOutcome {
@@ -198,6 +206,7 @@ pub fn train(
         reference_cached,
         reference_s,
         model_dir,
+        resumed_from,
     })
 }
 

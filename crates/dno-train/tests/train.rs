@@ -329,3 +329,39 @@ fn stop_during_reference_pass_returns_interrupted() {
     assert!(!dir.path().join(dno_train::reference::CACHE_FILE).exists());
     assert!(!dir.path().join("checkpoint").exists());
 }
+
+/// The model-file fingerprint (the reference cache key) changes with a file's header, a sampled
+/// block, its size or its modification time, and with config.json; the same bytes and times
+/// give the same fingerprint.
+#[test]
+fn model_files_fingerprint_follows_the_files() {
+    use dno_train::reference::model_files_fingerprint;
+    let d = tempfile::tempdir().unwrap();
+    let st = d.path().join("model.safetensors");
+    let cfg = d.path().join("config.json");
+    let t0 = std::time::SystemTime::UNIX_EPOCH + std::time::Duration::from_secs(1_700_000_000);
+    // Larger than the whole-file limit (16 MiB), so it is sampled.
+    let mut bytes = vec![0u8; 17 << 20];
+    bytes[..8].copy_from_slice(&100u64.to_le_bytes());
+    let put = |bytes: &[u8], cfg_text: &str, mtime| {
+        std::fs::write(&st, bytes).unwrap();
+        std::fs::write(&cfg, cfg_text).unwrap();
+        for f in [&st, &cfg] {
+            std::fs::File::options().write(true).open(f).unwrap().set_modified(mtime).unwrap();
+        }
+        model_files_fingerprint(d.path()).unwrap()
+    };
+    let base = put(&bytes, "{}", t0);
+    assert_eq!(base, put(&bytes, "{}", t0), "same bytes and times, same fingerprint");
+    assert_eq!(base, model_files_fingerprint(d.path()).unwrap());
+    let mut header = bytes.clone();
+    header[50] = 1;
+    assert_ne!(base, put(&header, "{}", t0), "header byte");
+    let mut block = bytes.clone();
+    block[(17 << 20) / 64 * 10 + 5] = 1;
+    assert_ne!(base, put(&block, "{}", t0), "sampled block");
+    assert_ne!(base, put(&bytes[..bytes.len() - 1], "{}", t0), "size");
+    assert_ne!(base, put(&bytes, "{\"a\":1}", t0), "config.json");
+    assert_ne!(base, put(&bytes, "{}", t0 + std::time::Duration::from_nanos(1)), "rewritten (mtime)");
+    assert_eq!(base, put(&bytes, "{}", t0));
+}

@@ -45,7 +45,7 @@ pub struct InitArgs {
     pub hidden: usize,
     #[arg(long, default_value_t = 2)]
     pub layers: usize,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = dno_math::rng::DEFAULT_SEED)]
     pub seed: u64,
     #[arg(long)]
     pub force: bool,
@@ -57,28 +57,13 @@ pub fn run(c: Command) -> Result<()> {
     }
 }
 
-/// SplitMix64, for reproducible weights and prompts.
-struct Rng(u64);
-impl Rng {
-    fn next(&mut self) -> u64 {
-        self.0 = self.0.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        let mut z = self.0;
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    }
-    fn below(&mut self, n: u64) -> u64 {
-        self.next() % n
-    }
-    /// Uniform in [0, 1).
-    fn uniform(&mut self) -> f64 {
-        (self.next() >> 11) as f64 / (1u64 << 53) as f64
-    }
-    /// Approximately normal (sum of uniforms), scaled.
-    fn normal(&mut self, std: f32) -> f32 {
-        let s: f64 = (0..4).map(|_| (self.next() >> 11) as f64 / (1u64 << 53) as f64).sum::<f64>() - 2.0;
-        (s * (3.0f64).sqrt()) as f32 * std
-    }
+/// dno-math's SplitMix64, for reproducible weights and prompts.
+use dno_math::SplitMix64 as Rng;
+
+/// Approximately normal (sum of four uniforms), scaled.
+fn normal(rng: &mut Rng, std: f32) -> f32 {
+    let s: f64 = (0..4).map(|_| rng.next_f64()).sum::<f64>() - 2.0;
+    (s * (3.0f64).sqrt()) as f32 * std
 }
 
 const EOS: &str = "<|endoftext|>";
@@ -134,12 +119,12 @@ fn write_model(dir: &Path, a: &InitArgs) -> Result<()> {
         std::fs::write(dir.join(name), serde_json::to_string_pretty(v)?).with_context(|| format!("{}: write", dir.join(name).display()))?;
     }
     // Random weights, N(0, 0.02) like HF's initialiser; norms at 1.
-    let mut rng = Rng(a.seed ^ 0x5eed);
+    let mut rng = Rng::new(a.seed ^ 0x5eed);
     let hd = d / heads;
     let mut tensors: Vec<(String, Vec<usize>, Vec<u8>)> = Vec::new();
     let mut add = |name: String, shape: Vec<usize>, ones: bool, rng: &mut Rng| {
         let n: usize = shape.iter().product();
-        let data: Vec<u8> = (0..n).flat_map(|_| (if ones { 1.0f32 } else { rng.normal(0.02) }).to_le_bytes()).collect();
+        let data: Vec<u8> = (0..n).flat_map(|_| (if ones { 1.0f32 } else { normal(rng, 0.02) }).to_le_bytes()).collect();
         tensors.push((name, shape, data));
     };
     add("model.embed_tokens.weight".into(), vec![vocab_n, d], false, &mut rng);
@@ -196,7 +181,7 @@ fn init(a: InitArgs) -> Result<()> {
     write_model(&a.out.join("model"), &a)?;
     let prov = Provenance::new("demo init", &a)?;
     // Distinct problems across all sets, drawn without replacement.
-    let mut rng = Rng(a.seed);
+    let mut rng = Rng::new(a.seed);
     let mut seen = std::collections::HashSet::new();
     let mut problem = |tag: &str, i: usize| loop {
         let (x, y) = (rng.below(a.max_operand + 1), rng.below(a.max_operand + 1));
@@ -215,9 +200,9 @@ fn init(a: InitArgs) -> Result<()> {
     // The careless teacher: a seeded fraction of SFT references add digit by digit without
     // carrying. Only `reference` (the demonstration) changes; `answer` (what the verifier checks)
     // stays the true sum.
-    let mut noise_rng = Rng(a.seed ^ 0xca77);
+    let mut noise_rng = Rng::new(a.seed ^ 0xca77);
     for row in &mut sft {
-        if noise_rng.uniform() < a.sft_carry_noise {
+        if noise_rng.next_f64() < a.sft_carry_noise {
             let (x, y) = row.prompt.split_once('+').context("demo prompt is not x+y")?;
             row.reference = Some(add_without_carry(x.parse()?, y.parse()?).to_string());
         }

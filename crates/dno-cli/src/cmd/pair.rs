@@ -23,34 +23,34 @@ pub struct Args {
     #[arg(long, short)]
     pub out: PathBuf,
     /// dno-prct (the paper's large-margin rule), max-min (best vs worst) or soft (Alg. 1 soft targets).
-    #[arg(long, default_value = "dno-prct")]
+    #[arg(long, default_value_t = PairingConfig::default().strategy.to_string())]
     pub strategy: String,
     /// What ranks candidates: auto (scores when every candidate has one, else win-rates), score, win-rate.
-    #[arg(long, default_value = "auto")]
+    #[arg(long, default_value_t = PairingConfig::default().basis.to_string())]
     pub basis: String,
     /// dno-prct on scores: a positive must score at least this.
-    #[arg(long, default_value_t = 5.0)]
+    #[arg(long, default_value_t = PairingConfig::default().score_positive_threshold)]
     pub score_threshold: f64,
     /// dno-prct on scores: margin over a student (policy) negative.
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = PairingConfig::default().score_margin_student)]
     pub score_margin: f64,
     /// dno-prct on scores: margin when the positive is the reference (teacher).
-    #[arg(long, default_value_t = 2.0)]
+    #[arg(long, default_value_t = PairingConfig::default().score_margin_reference)]
     pub score_margin_reference: f64,
     /// Top of the score scale (the 6-point rubric).
-    #[arg(long, default_value_t = 6.0)]
+    #[arg(long, default_value_t = PairingConfig::default().score_max)]
     pub score_max: f64,
     /// dno-prct on win-rates: a positive must have r_t at least this.
-    #[arg(long, default_value_t = 0.5)]
+    #[arg(long, default_value_t = PairingConfig::default().winrate_positive_threshold)]
     pub winrate_threshold: f64,
     /// dno-prct on win-rates: margin over a student negative.
-    #[arg(long, default_value_t = 1.0 / 6.0)]
+    #[arg(long, default_value_t = PairingConfig::default().winrate_margin_student)]
     pub winrate_margin: f64,
     /// dno-prct on win-rates: margin when the positive is the reference.
-    #[arg(long, default_value_t = 1.0 / 3.0)]
+    #[arg(long, default_value_t = PairingConfig::default().winrate_margin_reference)]
     pub winrate_margin_reference: f64,
     /// Drop pairs whose margin is below this (any strategy).
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = PairingConfig::default().min_margin)]
     pub min_margin: f64,
     /// Keep at most this many pairs per prompt (largest margins first).
     #[arg(long)]
@@ -65,7 +65,7 @@ pub struct Args {
     #[arg(long)]
     pub iteration: Option<String>,
     /// Seed for replay selection.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = dno_math::rng::DEFAULT_SEED)]
     pub seed: u64,
     /// Overwrite an existing output.
     #[arg(long)]

@@ -22,22 +22,22 @@ pub struct Args {
     /// Samples per prompt.
     #[arg(short = 'k', long = "k", default_value_t = 5)]
     pub k: usize,
-    #[arg(long, default_value_t = 0.7)]
+    #[arg(long, default_value_t = dno_model::SamplingParams::default().temperature)]
     pub temperature: f32,
-    #[arg(long, default_value_t = 0.95)]
+    #[arg(long, default_value_t = dno_model::SamplingParams::default().top_p)]
     pub top_p: f32,
     /// 0 = off.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = dno_model::SamplingParams::default().top_k)]
     pub top_k: usize,
     /// 0 = off.
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = dno_model::SamplingParams::default().min_p)]
     pub min_p: f32,
-    #[arg(long, default_value_t = 512)]
+    #[arg(long, default_value_t = dno_model::SamplingParams::default().max_new_tokens)]
     pub max_new_tokens: usize,
     /// Stop strings (repeatable).
     #[arg(long)]
     pub stop: Vec<String>,
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = dno_math::rng::DEFAULT_SEED)]
     pub seed: u64,
     /// System message for the chat template (a prompt's own `system` wins).
     #[arg(long)]
@@ -58,22 +58,22 @@ pub struct Args {
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Server base URL (engine openai), e.g. http://localhost:8000/v1.
-    #[arg(long, default_value = "http://127.0.0.1:8000/v1")]
+    #[arg(long, default_value_t = dno_oracle::ClientConfig::default().base_url)]
     pub base_url: String,
     /// Model name on the server (engine openai).
     #[arg(long)]
     pub api_model: Option<String>,
     /// Environment variable holding the API key (never logged or stored).
-    #[arg(long, default_value = "OPENAI_API_KEY")]
+    #[arg(long, default_value_t = dno_oracle::ClientConfig::default().api_key_env)]
     pub api_key_env: String,
     /// Concurrent requests (engine openai).
-    #[arg(long, default_value_t = 16)]
+    #[arg(long, default_value_t = dno_oracle::ClientConfig::default().max_concurrency)]
     pub concurrency: usize,
     /// Per-request timeout in seconds (engine openai).
-    #[arg(long, default_value_t = 300.0)]
+    #[arg(long, default_value_t = dno_oracle::ClientConfig::default().timeout_secs)]
     pub timeout: f64,
     /// Retries per request (engine openai).
-    #[arg(long, default_value_t = 6)]
+    #[arg(long, default_value_t = dno_oracle::ClientConfig::default().max_retries)]
     pub max_retries: u32,
     /// Process only shard I of N (by a stable hash of prompt_id), e.g. 0/4.
     #[arg(long, value_name = "I/N")]
@@ -83,7 +83,7 @@ pub struct Args {
     #[arg(long)]
     pub batch_prompts: Option<usize>,
     /// Rows decoded together (engine burn).
-    #[arg(long, default_value_t = 64)]
+    #[arg(long, default_value_t = dno_model::SamplingParams::default().max_batch)]
     pub max_batch: usize,
     /// What to do with a prompt longer than the context window: error, truncate (keep its end) or skip.
     #[arg(long, default_value = "error", value_parser = ["error", "truncate", "skip"])]

@@ -25,38 +25,38 @@ pub struct Args {
     #[arg(long, short)]
     pub out: PathBuf,
     /// dno (Eq. 8, soft targets), dpo (= DNO-Prct, Eq. 13), ipo, sppo or sft.
-    #[arg(long, default_value = "dpo")]
+    #[arg(long, default_value_t = TrainConfig::default().loss.to_string())]
     pub loss: String,
     /// eta: scales the log-ratios in h (beta of DPO).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = TrainConfig::default().eta)]
     pub eta: f64,
     /// IPO's tau (target margin 1/(2 tau)).
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = TrainConfig::default().ipo_tau)]
     pub ipo_tau: f64,
-    #[arg(long, default_value_t = 5e-7)]
+    #[arg(long, default_value_t = TrainConfig::default().lr)]
     pub lr: f64,
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = TrainConfig::default().epochs)]
     pub epochs: usize,
     /// Pairs per forward/backward pass.
-    #[arg(long, default_value_t = 8)]
+    #[arg(long, default_value_t = TrainConfig::default().batch_size)]
     pub batch_size: usize,
     /// Micro-batches per optimiser step.
-    #[arg(long, default_value_t = 1)]
+    #[arg(long, default_value_t = TrainConfig::default().grad_accum)]
     pub grad_accum: usize,
-    #[arg(long, default_value_t = 0.0)]
+    #[arg(long, default_value_t = TrainConfig::default().weight_decay)]
     pub weight_decay: f64,
-    #[arg(long, default_value_t = 0.1)]
+    #[arg(long, default_value_t = TrainConfig::default().warmup_ratio)]
     pub warmup_ratio: f64,
     /// Overrides --warmup-ratio when > 0.
-    #[arg(long, default_value_t = 0)]
+    #[arg(long, default_value_t = TrainConfig::default().warmup_steps)]
     pub warmup_steps: usize,
     /// cosine, linear or constant.
-    #[arg(long, default_value = "cosine")]
+    #[arg(long, default_value_t = TrainConfig::default().schedule.to_string())]
     pub schedule: String,
     /// Clip the global gradient norm (0 = off).
-    #[arg(long, default_value_t = 1.0)]
+    #[arg(long, default_value_t = TrainConfig::default().max_grad_norm)]
     pub max_grad_norm: f64,
-    #[arg(long, default_value_t = 42)]
+    #[arg(long, default_value_t = TrainConfig::default().seed)]
     pub seed: u64,
     /// LoRA rank (0 = full fine-tune). Adapters are merged on save.
     #[arg(long, default_value_t = 0)]
@@ -64,13 +64,14 @@ pub struct Args {
     #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f64,
     /// Comma-separated projections to adapt.
-    #[arg(long, default_value = "q_proj,k_proj,v_proj,o_proj,gate_proj,up_proj,down_proj")]
+    #[arg(long, default_value_t = dno_model::lora::LORA_TARGETS.join(","))]
     pub lora_targets: String,
-    /// Checkpoint every N optimiser steps (0 = only on SIGINT and at the end).
-    #[arg(long, default_value_t = 0)]
+    /// Checkpoint every N optimiser steps (0 = only on SIGINT and at the end). A rerun of the
+    /// same command continues from the last checkpoint.
+    #[arg(long, default_value_t = TrainConfig::default().checkpoint_every)]
     pub checkpoint_every: usize,
     /// Max prompt+response tokens per sequence.
-    #[arg(long, default_value_t = 1024)]
+    #[arg(long, default_value_t = TrainConfig::default().max_len)]
     pub max_len: usize,
     /// System message for the chat template (a row's own `system` wins).
     #[arg(long)]
@@ -86,10 +87,11 @@ pub struct Args {
     /// the CPU; 1 on a GPU]. Each shard holds a full set of gradients until they are summed.
     #[arg(long, conflicts_with = "devices")]
     pub shards: Option<usize>,
-    /// Continue from OUT/checkpoint (same data order and optimiser state).
-    #[arg(long)]
+    /// Accepted for compatibility: a rerun of the same command always continues from
+    /// OUT/checkpoint (same data order and optimiser state).
+    #[arg(long, hide = true, conflicts_with = "force")]
     pub resume: bool,
-    /// Overwrite an existing output directory.
+    /// Start over: discard OUT/model and OUT/checkpoint (a rerun without it resumes).
     #[arg(long)]
     pub force: bool,
 }
@@ -135,17 +137,19 @@ fn encode(lm: &LoadedModel, system: Option<&str>, history: Option<&str>, prompt:
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let model_dir = a.out.join("model");
-    if model_dir.exists() && !a.force && !a.resume {
-        bail!("{}: a trained model already exists (pass --force to retrain, or --resume)", model_dir.display());
-    }
-    if a.force && !a.resume && a.out.exists() {
-        for sub in ["model", "checkpoint"] {
+    // A rerun of the same command continues from OUT/checkpoint (the trainer refuses, naming
+    // what differs, when the config, model or examples changed); --force starts over.
+    if a.force {
+        for sub in ["model", "model.tmp", "checkpoint", "checkpoint.old", "checkpoint.tmp"] {
             let p = a.out.join(sub);
             if p.exists() {
                 std::fs::remove_dir_all(&p).with_context(|| format!("{}: cannot remove", p.display()))?;
             }
         }
+    }
+    let model_dir = a.out.join("model");
+    if model_dir.exists() && dno_train::checkpoint::load_state(&a.out)?.is_none() {
+        bail!("{}: a trained model already exists, without a checkpoint to resume (pass --force to retrain)", model_dir.display());
     }
     let loss: dno_math::LossKind = a.loss.parse().map_err(|e| anyhow!("--loss: {e}"))?;
     let cfg = TrainConfig {
@@ -190,6 +194,7 @@ pub fn run(a: Args) -> Result<()> {
     };
     let devices = specs.iter().map(|s| s.device()).collect::<Result<Vec<_>>>()?;
     let device = devices[0].clone();
+    let model_fp = dno_train::reference::model_files_fingerprint(&a.model)?;
     let lm = dno_model::load_model(&a.model, &device).with_context(|| format!("loading {}", a.model.display()))?;
     let mut examples = Vec::new();
     for (i, p) in pairs.iter().enumerate() {
@@ -230,7 +235,7 @@ pub fn run(a: Args) -> Result<()> {
     let total = cfg.total_steps(examples.len()) as u64;
     let pb = super::progress(total, "training");
     let mut ticker = super::Ticker::new(30);
-    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: a.resume, stop: stop_flag(), devices: if devices.len() > 1 { devices } else { vec![] }, shards: a.shards }, |m| {
+    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: true, model_fingerprint: Some(model_fp), stop: stop_flag(), devices: if devices.len() > 1 { devices } else { vec![] }, shards: a.shards }, |m| {
         pb.set_position(m.step as u64);
         let acc = m.reward_accuracy.map(|x| format!(" acc {x:.2}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{acc} gnorm {:.2} lr {:.2e} {:.0} tok/s", m.loss, m.grad_norm, m.lr, m.tokens_per_s));
@@ -245,14 +250,15 @@ pub fn run(a: Args) -> Result<()> {
     prov.add_inputs(std::slice::from_ref(&a.model))?;
     write_metrics(&a.out.join("metrics.parquet"), &outcome.metrics, &prov)?;
     if outcome.interrupted {
-        eprintln!("interrupted at step {}/{}; checkpoint saved, rerun with --resume to continue", outcome.steps_done, outcome.total_steps);
+        eprintln!("interrupted at step {}/{}; checkpoint saved, rerun the same command to continue", outcome.steps_done, outcome.total_steps);
         std::process::exit(130);
     }
     let last = outcome.metrics.last();
     dno_data::write_atomic(&a.out.join("provenance.json"), serde_json::to_string_pretty(&prov)?.as_bytes())?;
     eprintln!(
-        "trained {} steps ({}) -> {} | final loss {:.4} | reference log-probs {}",
+        "trained {} steps{} ({}) -> {} | final loss {:.4} | reference log-probs {}",
         outcome.steps_done,
+        outcome.resumed_from.map(|s| format!(" (resumed from the checkpoint at step {s})")).unwrap_or_default(),
         a.loss,
         outcome.model_dir.as_deref().unwrap_or(Path::new("?")).display(),
         last.map(|m| m.loss).unwrap_or(f64::NAN),

@@ -23,7 +23,7 @@ impl Gen {
         (-2.0 * u1.ln()).sqrt() * (2.0 * std::f64::consts::PI * u2).cos()
     }
     pub fn range(&mut self, lo: usize, hi: usize) -> usize {
-        lo + self.0.below(hi - lo)
+        lo + self.0.index(hi - lo)
     }
 }
 
