@@ -1,14 +1,16 @@
 //! `dno-data`: the fixed Arrow schemas of every dataset that flows between `dno` stages, their
 //! typed rows, and the Parquet I/O every stage shares (streaming validated reads, atomic writes,
-//! resumable part files, provenance).
+//! resumable part files, one writer per output, provenance).
 
 pub mod io;
+pub mod lock;
 pub mod parts;
 pub mod provenance;
 pub mod rows;
 pub mod schema;
 
 pub use io::{check_output, read_metadata, read_provenance, read_validated, resolve_inputs, write_atomic, DatasetReader, DatasetWriter};
+pub use lock::{lock_output, OutputLock};
 pub use parts::PartStore;
 pub use provenance::{fingerprint, InputRef, Provenance};
 pub use rows::{EvalRow, MetricRow, PairRow, PreferenceRow, PromptRow, Row, SampleRow};

@@ -135,6 +135,7 @@ fn encode(lm: &LoadedModel, system: Option<&str>, prompt: &str, response: &str) 
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let _lock = dno_data::lock_output(&a.out)?;
     let model_dir = a.out.join("model");
     if model_dir.exists() && !a.force && !a.resume {
         bail!("{}: a trained model already exists (pass --force to retrain, or --resume)", model_dir.display());
