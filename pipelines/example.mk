@@ -11,11 +11,11 @@ MAX_NEW      = 128
 INCLUDE_REF  =
 # A 135M judge cannot write "[[A]]" reliably, so it answers one letter and the A/B mass of its
 # first token is the preference (--logprobs); both orders are asked and averaged. With a real
-# judge (a larger GGUF on the same server, vLLM, or an API), drop --template/--max-tokens/--logprobs
+# judge (a larger GGUF on the same server, vLLM, or an API), drop --template/--judge-max-tokens/--logprobs
 # to use the default explain-then-verdict template, or use --mode score (the paper's annotation).
 JUDGE        = --oracle judge --mode pairwise --base-url http://127.0.0.1:8089/v1 --api-model judge \
-               --template pipelines/judges/pairwise-letter.txt --max-tokens 1 --logprobs --top-logprobs 20 \
-               --temperature 0 --concurrency 2
+               --template pipelines/judges/pairwise-letter.txt --judge-max-tokens 1 --logprobs --top-logprobs 20 \
+               --judge-temperature 0 --concurrency 2
 # The 135M judge sometimes puts no A/B mass in its top-20 first tokens at all (~2% of judgments);
 # those are failures, reported and left out rather than guessed (drop --allow-failures to stop instead).
 ORACLE       = $(JUDGE) --pairs random:3 --allow-failures

@@ -432,3 +432,118 @@ fn bad_input_is_one_line_and_writes_nothing() {
     assert!(!o.status.success());
     assert_eq!(String::from_utf8_lossy(&o.stderr).trim().lines().count(), 1);
 }
+
+#[test]
+fn null_content_and_wrong_shape_are_retried_and_lose_nothing() {
+    // A judge that fails 30% of requests in mixed ways; none of them is a judge that answered
+    // without a verdict, so every failure must go through --max-retries (not the parse re-asks).
+    let rt = runtime();
+    let server = rt
+        .block_on(FakeServer::start(FakeConfig {
+            fault_rate: 0.3,
+            faults: vec![
+                Fault::RateLimited { retry_after_secs: 0.01 },
+                Fault::ServerError,
+                Fault::Slow { ms: 3000 },
+                Fault::TruncatedJson,
+                Fault::Disconnect,
+                Fault::NullContent,
+                Fault::WrongShape,
+            ],
+            seed: 11,
+            ..FakeConfig::default()
+        }))
+        .unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    write_samples(&samples, quality_samples(20, 4)); // 20 x 6 pairs = 120 judgments, 240 calls
+    let out = dir.path().join("prefs.parquet");
+    let o = dno()
+        .args([
+            "annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "judge", "--base-url", &server.base_url, "--concurrency", "8",
+            "--max-retries", "12", "--retry-backoff", "0.01", "--timeout", "1",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let rows = prefs(&out);
+    assert_eq!(rows.len(), 120, "0 judgments lost");
+    by_pair(&rows);
+    assert!(rows.iter().all(|r| r.p_a == 0.0 && r.raw.as_deref().unwrap().contains("[[B]]")), "no empty answer was kept");
+    let acc = accounting(&out);
+    assert_eq!(acc["failed_judgments"], 0);
+    assert_eq!(acc["failed_calls"], 0);
+    assert_eq!(acc["parse_retries"], 0, "null content / wrong shape are failed requests, not unparsable verdicts");
+    assert_eq!(acc["calls"], 240);
+    assert!(acc["retries"].as_u64().unwrap() >= server.stats.faults.load(std::sync::atomic::Ordering::Relaxed) / 2);
+    assert!(server.stats.faults.load(std::sync::atomic::Ordering::Relaxed) >= 40, "about 30% of the requests got a fault");
+}
+
+#[test]
+fn judge_flags_new_and_old_spellings() {
+    let rt = runtime();
+    let server = rt.block_on(FakeServer::start(FakeConfig::default())).unwrap();
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    write_samples(&samples, quality_samples(1, 2));
+    let body = || server.stats.last_body.lock().unwrap().clone().unwrap();
+    for (i, [t, m, sys]) in [["--judge-temperature", "--judge-max-tokens", "--judge-system"], ["--temperature", "--max-tokens", "--system"]]
+        .into_iter()
+        .enumerate()
+    {
+        let out = dir.path().join(format!("prefs{i}.parquet"));
+        let temp = format!("0.{}", i + 3);
+        let max = format!("{}", 7 + i);
+        let system = format!("be fair {i}");
+        run_ok(&[
+            "annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "judge", "--base-url", &server.base_url, t, &temp, m, &max, sys,
+            &system,
+        ]);
+        let b = body();
+        assert_eq!(b["temperature"].as_f64(), Some(temp.parse().unwrap()), "{t}: {b}");
+        assert_eq!(b["max_tokens"].as_u64(), Some(max.parse().unwrap()), "{m}: {b}");
+        assert_eq!(b["messages"][0]["role"], "system", "{sys}: {b}");
+        assert_eq!(b["messages"][0]["content"], system.as_str(), "{sys}: {b}");
+        assert_eq!(prefs(&out).len(), 1);
+    }
+    // The old spellings are hidden aliases.
+    for cmd in ["annotate", "eval"] {
+        let help = String::from_utf8_lossy(&run_ok(&[cmd, "--help"]).stdout).to_string();
+        assert!(help.contains("--judge-temperature") && help.contains("--judge-max-tokens") && help.contains("--judge-system"), "{help}");
+        assert!(!help.contains("--temperature <") && !help.contains("--max-tokens <") && !help.contains("--system <"), "{help}");
+    }
+}
+
+#[test]
+fn round_robin_over_three_judges_one_dying() {
+    let rt = runtime();
+    let cfg = |die: Option<u64>| FakeConfig { latency_ms: 5, die_after_requests: die, ..FakeConfig::default() };
+    let servers: Vec<FakeServer> =
+        [None, Some(10), None].into_iter().map(|d| rt.block_on(FakeServer::start(cfg(d))).unwrap()).collect();
+    let urls = servers.iter().map(|s| s.base_url.clone()).collect::<Vec<_>>().join(",");
+    let dir = tempfile::tempdir().unwrap();
+    let samples = dir.path().join("samples.parquet");
+    write_samples(&samples, quality_samples(8, 3)); // 24 judgments, 48 calls
+    let out = dir.path().join("prefs.parquet");
+    let o = dno()
+        .args([
+            "annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "judge", "--base-url", &urls, "--concurrency", "4", "--max-retries",
+            "4", "--retry-backoff", "0.01", "--timeout", "2",
+        ])
+        .output()
+        .unwrap();
+    let stderr = String::from_utf8_lossy(&o.stderr);
+    assert!(o.status.success(), "{stderr}");
+    let rows = prefs(&out);
+    assert_eq!(rows.len(), 24);
+    by_pair(&rows);
+    assert!(rows.iter().all(|r| r.p_a == 0.0));
+    let ok: Vec<u64> = servers.iter().map(|s| s.stats.ok.load(std::sync::atomic::Ordering::SeqCst)).collect();
+    assert_eq!(ok[1], 10, "the dying server answered until it died: {ok:?}");
+    assert_eq!(ok.iter().sum::<u64>(), 48, "every request answered exactly once: {ok:?}");
+    assert!(ok[0] >= 12 && ok[2] >= 12, "the live servers shared the rest: {ok:?}");
+    let acc = accounting(&out);
+    assert_eq!((acc["calls"].as_u64(), acc["failed_calls"].as_u64()), (Some(48), Some(0)));
+    assert!(stderr.contains("out of the rotation"), "{stderr}");
+}

@@ -48,7 +48,7 @@ fn sample_and_judge_on_a_real_server() {
     let template = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("../../pipelines/judges/pairwise-letter.txt");
     ok(
         &["annotate", "--samples", "s.parquet", "--out", "prefs.parquet", "--oracle", "judge", "--base-url", &url, "--api-model", "judge",
-          "--template", template.to_str().unwrap(), "--max-tokens", "1", "--logprobs", "--top-logprobs", "20", "--temperature", "0",
+          "--template", template.to_str().unwrap(), "--judge-max-tokens", "1", "--logprobs", "--top-logprobs", "20", "--judge-temperature", "0",
           "--concurrency", "2", "--allow-failures"],
         &p,
     );

@@ -1,9 +1,10 @@
 //! `dno-data`: the fixed Arrow schemas of every dataset that flows between `dno` stages, their
 //! typed rows, and the Parquet I/O every stage shares (streaming validated reads, atomic writes,
-//! resumable part files, provenance).
+//! resumable part files, one writer per output, provenance).
 
 pub mod import;
 pub mod io;
+pub mod lock;
 pub mod parts;
 pub mod provenance;
 pub mod rows;
@@ -11,6 +12,7 @@ pub mod schema;
 pub mod shard;
 
 pub use io::{check_output, read_metadata, read_provenance, read_validated, resolve_inputs, write_atomic, DatasetReader, DatasetWriter};
+pub use lock::{lock_output, OutputLock};
 pub use parts::PartStore;
 pub use provenance::{fingerprint, InputRef, Provenance};
 pub use rows::{conversation, judge_view, parse_history, EvalRow, MetricRow, PairRow, PreferenceRow, PromptRow, Row, SampleRow, Turn};

@@ -6,7 +6,13 @@
 //! * requests-per-minute and tokens-per-minute limiters (token buckets; tokens are estimated as
 //!   `chars/4 + max_tokens` before the call and corrected from `usage` after it);
 //! * retries with exponential backoff and jitter on 408 / 409 / 429 / 5xx, timeouts, connection
-//!   errors and unreadable bodies, honouring a `Retry-After` header (seconds);
+//!   errors, unreadable bodies and 200 answers of the wrong shape (no `choices`, a choice without
+//!   `message`, a null `content`), honouring a `Retry-After` header (seconds); such an answer is a
+//!   failed attempt, never an empty response;
+//! * several servers (`base_url` = `A,B,C`): requests go round-robin, a retry goes to another
+//!   server than the one that just failed, and a server whose last [`SERVER_DOWN_AFTER`] attempts
+//!   failed to connect (or timed out) is left out of the rotation, probed again every
+//!   [`SERVER_PROBE_SECS`] seconds;
 //! * a stop after `max_consecutive_failures` requests in a row failed for good, or after
 //!   `max_consecutive_failures × (max_retries + 1)` HTTP attempts in a row failed for reasons other
 //!   than rate limiting (so a dead server is noticed even while a long queue of first attempts is
@@ -29,13 +35,15 @@ use tokio::sync::Semaphore;
 #[derive(Debug, Clone, Serialize, Deserialize)]
 pub struct ClientConfig {
     /// e.g. `https://api.openai.com/v1` or `http://127.0.0.1:8000/v1` (the `/chat/completions`
-    /// path is appended; a trailing `/` is fine).
+    /// path is appended; a trailing `/` is fine). Several servers serving the same model:
+    /// comma-separated, used round-robin.
     pub base_url: String,
     pub model: String,
     /// NAME of the environment variable holding the API key (never the key itself).
     pub api_key_env: String,
     /// Per-request timeout (connect + response + body).
     pub timeout_secs: f64,
+    /// Requests in flight at most, over all servers together.
     pub max_concurrency: usize,
     /// Requests per minute; `None` = unlimited.
     pub rpm: Option<u32>,
@@ -97,6 +105,11 @@ pub struct Sampling {
     pub n: Option<u32>,
     pub temperature: Option<f64>,
     pub top_p: Option<f64>,
+    /// Sent as the top-level `top_k` extra field that vLLM, SGLang and llama.cpp's server accept
+    /// (OpenAI itself rejects it).
+    pub top_k: Option<u32>,
+    /// Sent as the top-level `min_p` extra field (vLLM, SGLang, llama.cpp's server).
+    pub min_p: Option<f64>,
     pub max_tokens: Option<u32>,
     pub seed: Option<u64>,
     /// Return the chosen tokens' log-probabilities.
@@ -229,9 +242,27 @@ impl Bucket {
     }
 }
 
+/// A server is left out of the rotation after this many attempts in a row that failed to
+/// connect, timed out or lost the connection (only when there are several servers).
+pub const SERVER_DOWN_AFTER: u32 = 3;
+/// A server out of the rotation gets one probe request this often (seconds).
+pub const SERVER_PROBE_SECS: f64 = 30.0;
+
+/// One server of the rotation.
+struct Server {
+    /// Base URL without the trailing `/`.
+    base: String,
+    /// Attempts in a row that failed before any HTTP answer (connect error, timeout, reset).
+    transport_failures: AtomicU64,
+    /// Out of the rotation until then (`None` = in it).
+    down_until: Mutex<Option<Instant>>,
+}
+
 /// The shared client. Cheap to share behind an `Arc`; all methods take `&self`.
 pub struct Client {
     cfg: ClientConfig,
+    servers: Vec<Server>,
+    next_server: AtomicU64,
     http: reqwest::Client,
     api_key: Option<String>,
     sem: Semaphore,
@@ -257,8 +288,9 @@ impl std::fmt::Debug for Client {
 
 /// How an attempt failed.
 enum AttemptError {
-    /// Worth another try; `retry_after` from the server when it said so.
-    Retryable { msg: String, retry_after: Option<Duration>, rate_limited: bool },
+    /// Worth another try; `retry_after` from the server when it said so; `transport` when no
+    /// HTTP answer came (connect error, timeout, dropped connection).
+    Retryable { msg: String, retry_after: Option<Duration>, rate_limited: bool, transport: bool },
     Fatal(String),
     /// The client stopped while this attempt waited for a slot.
     Stopped,
@@ -267,7 +299,14 @@ enum AttemptError {
 impl Client {
     /// Build a client. Reads the API key from `cfg.api_key_env` (absent = no auth header).
     pub fn new(cfg: ClientConfig) -> Result<Client> {
-        if cfg.base_url.trim().is_empty() {
+        let servers: Vec<Server> = cfg
+            .base_url
+            .split(',')
+            .map(|u| u.trim().trim_end_matches('/'))
+            .filter(|u| !u.is_empty())
+            .map(|u| Server { base: u.to_string(), transport_failures: AtomicU64::new(0), down_until: Mutex::new(None) })
+            .collect();
+        if servers.is_empty() {
             bail!("client: base_url is empty");
         }
         if cfg.max_concurrency == 0 {
@@ -299,6 +338,8 @@ impl Client {
             .map(|d| d.as_nanos() as u64)
             .unwrap_or(0x9E37_79B9);
         Ok(Client {
+            servers,
+            next_server: AtomicU64::new(0),
             sem: Semaphore::new(cfg.max_concurrency),
             rpm: cfg.rpm.map(Bucket::per_minute),
             tpm: cfg.tpm.map(Bucket::per_minute),
@@ -339,25 +380,20 @@ impl Client {
         self.counters.parse_retries.fetch_add(1, Ordering::Relaxed);
     }
 
-    /// `POST {base_url}/chat/completions`.
+    /// `POST {base_url}/chat/completions`. An answer without `choices`, a choice without a
+    /// `message` or with a null `content` is a failed attempt (retried), never an empty text.
     pub async fn chat(&self, messages: &[Message], sampling: &Sampling) -> Result<Completion> {
         let mut body = json!({ "model": self.cfg.model, "messages": messages });
         put_sampling(&mut body, sampling, true);
         let chars: usize = messages.iter().map(|m| m.content.len()).sum();
-        let v = self.post("chat/completions", &body, chars, sampling).await?;
-        parse_completion(&v, true).context("chat/completions: unexpected response shape")
+        self.post("chat/completions", true, &body, chars, sampling).await
     }
 
     /// `POST {base_url}/completions` with a raw prompt (no chat template applied by the server).
     pub async fn complete(&self, prompt: &str, sampling: &Sampling) -> Result<Completion> {
         let mut body = json!({ "model": self.cfg.model, "prompt": prompt });
         put_sampling(&mut body, sampling, false);
-        let v = self.post("completions", &body, prompt.len(), sampling).await?;
-        parse_completion(&v, false).context("completions: unexpected response shape")
-    }
-
-    fn url(&self, path: &str) -> String {
-        format!("{}/{}", self.cfg.base_url.trim_end_matches('/'), path)
+        self.post("completions", false, &body, prompt.len(), sampling).await
     }
 
     fn check_stopped(&self) -> Result<()> {
@@ -368,18 +404,88 @@ impl Client {
         Ok(())
     }
 
-    async fn post(&self, path: &str, body: &Value, prompt_chars: usize, sampling: &Sampling) -> Result<Value> {
+    /// The server for the next attempt: round-robin over the servers in the rotation, other
+    /// than `avoid` (the one that just failed) when there is another. A server out of the
+    /// rotation whose probe time has come is taken first (and its next probe scheduled); when
+    /// every server is out, the one due back first.
+    fn pick_server(&self, avoid: Option<usize>) -> usize {
+        let n = self.servers.len();
+        if n == 1 {
+            return 0;
+        }
+        let now = Instant::now();
+        let mut live = Vec::with_capacity(n);
+        let mut soonest: Option<(usize, Instant)> = None;
+        for (i, s) in self.servers.iter().enumerate() {
+            let mut down = s.down_until.lock().unwrap_or_else(|e| e.into_inner());
+            match *down {
+                None => live.push(i),
+                Some(t) if t <= now && Some(i) != avoid => {
+                    *down = Some(now + Duration::from_secs_f64(SERVER_PROBE_SECS));
+                    log::info!("{}: probing a server out of the rotation", s.base);
+                    return i;
+                }
+                Some(t) => {
+                    if soonest.is_none_or(|(_, u)| t < u) {
+                        soonest = Some((i, t));
+                    }
+                }
+            }
+        }
+        if live.len() > 1 {
+            live.retain(|&i| Some(i) != avoid);
+        }
+        let turn = self.next_server.fetch_add(1, Ordering::Relaxed) as usize;
+        match (live.is_empty(), soonest) {
+            (false, _) => live[turn % live.len()],
+            (true, Some((i, _))) => i,
+            (true, None) => turn % n,
+        }
+    }
+
+    /// Bookkeeping of the rotation after an attempt on server `i`.
+    fn note_server(&self, i: usize, transport_failure: bool) {
+        if self.servers.len() == 1 {
+            return;
+        }
+        let s = &self.servers[i];
+        if !transport_failure {
+            s.transport_failures.store(0, Ordering::Relaxed);
+            let mut down = s.down_until.lock().unwrap_or_else(|e| e.into_inner());
+            if down.take().is_some() {
+                log::warn!("{}: answering again; back in the rotation", s.base);
+            }
+            return;
+        }
+        let k = s.transport_failures.fetch_add(1, Ordering::Relaxed) + 1;
+        if k >= SERVER_DOWN_AFTER as u64 {
+            let mut down = s.down_until.lock().unwrap_or_else(|e| e.into_inner());
+            if down.is_none() {
+                log::warn!(
+                    "{}: {k} attempts in a row failed to connect or timed out; out of the rotation (probed every {SERVER_PROBE_SECS} s)",
+                    s.base
+                );
+            }
+            *down = Some(Instant::now() + Duration::from_secs_f64(SERVER_PROBE_SECS));
+        }
+    }
+
+    async fn post(&self, path: &str, chat: bool, body: &Value, prompt_chars: usize, sampling: &Sampling) -> Result<Completion> {
         self.check_stopped()?;
         self.counters.calls.fetch_add(1, Ordering::Relaxed);
-        let url = self.url(path);
         let est_tokens = (prompt_chars / 4) as f64
             + sampling.max_tokens.unwrap_or(256) as f64 * sampling.n.unwrap_or(1) as f64;
         let mut attempt: u32 = 0;
+        let mut last_server: Option<usize> = None;
         loop {
             self.check_stopped()?;
-            let result = self.attempt(&url, body, est_tokens).await;
+            let server = self.pick_server(last_server);
+            last_server = Some(server);
+            let url = format!("{}/{path}", self.servers[server].base);
+            let result = self.attempt(&url, chat, body, est_tokens).await;
             let err = match result {
                 Ok(v) => {
+                    self.note_server(server, false);
                     self.consecutive_failures.store(0, Ordering::Relaxed);
                     self.consecutive_attempt_failures.store(0, Ordering::Relaxed);
                     return Ok(v);
@@ -387,7 +493,8 @@ impl Client {
                 Err(e) => e,
             };
             let (msg, retry_after, fatal) = match err {
-                AttemptError::Retryable { msg, retry_after, rate_limited } => {
+                AttemptError::Retryable { msg, retry_after, rate_limited, transport } => {
+                    self.note_server(server, transport);
                     if !rate_limited {
                         self.note_failed_attempt(&url, &msg);
                     }
@@ -461,7 +568,7 @@ impl Client {
         Duration::from_secs_f64(capped * (0.5 + u))
     }
 
-    async fn attempt(&self, url: &str, body: &Value, est_tokens: f64) -> std::result::Result<Value, AttemptError> {
+    async fn attempt(&self, url: &str, chat: bool, body: &Value, est_tokens: f64) -> std::result::Result<Completion, AttemptError> {
         if let Some(b) = &self.rpm {
             b.acquire(1.0).await;
         }
@@ -484,7 +591,9 @@ impl Client {
         }
         let resp = match req.send().await {
             Ok(r) => r,
-            Err(e) => return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None, rate_limited: false }),
+            Err(e) => {
+                return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None, rate_limited: false, transport: true })
+            }
         };
         let status = resp.status();
         let retry_after = resp
@@ -496,14 +605,16 @@ impl Client {
             .map(|s| Duration::from_secs_f64(s.min(86_400.0)));
         let bytes = match resp.bytes().await {
             Ok(b) => b,
-            Err(e) => return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None, rate_limited: false }),
+            Err(e) => {
+                return Err(AttemptError::Retryable { msg: describe_reqwest(&e), retry_after: None, rate_limited: false, transport: true })
+            }
         };
         if !status.is_success() {
             let snippet = snippet(&String::from_utf8_lossy(&bytes), 300);
             let code = status.as_u16();
             let msg = format!("HTTP {code}: {snippet}");
             return if matches!(code, 408 | 409 | 425 | 429) || status.is_server_error() {
-                Err(AttemptError::Retryable { msg, retry_after, rate_limited: code == 429 })
+                Err(AttemptError::Retryable { msg, retry_after, rate_limited: code == 429, transport: false })
             } else if code == 401 || code == 403 {
                 Err(AttemptError::Fatal(format!(
                     "{msg} (check the API key in env var {})",
@@ -520,17 +631,11 @@ impl Client {
                     msg: format!("response body is not valid JSON ({e}): {}", snippet(&String::from_utf8_lossy(&bytes), 200)),
                     retry_after: None,
                     rate_limited: false,
+                    transport: false,
                 })
             }
         };
-        if v.get("choices").and_then(|c| c.as_array()).is_none() {
-            // Some servers answer 200 with {"error": ...} on overload.
-            return Err(AttemptError::Retryable {
-                msg: format!("response has no `choices`: {}", snippet(&v.to_string(), 200)),
-                retry_after: None,
-                rate_limited: false,
-            });
-        }
+        // Tokens are counted (and paid) even when the answer turns out unusable.
         let usage = v.get("usage");
         let pt = usage.and_then(|u| u.get("prompt_tokens")).and_then(|x| x.as_u64()).unwrap_or(0);
         let ct = usage.and_then(|u| u.get("completion_tokens")).and_then(|x| x.as_u64()).unwrap_or(0);
@@ -539,7 +644,14 @@ impl Client {
         if let (Some(b), true) = (&self.tpm, pt + ct > 0) {
             b.adjust((pt + ct) as f64 - est_tokens);
         }
-        Ok(v)
+        // A 200 of the wrong shape (some servers answer {"error": ...} on overload; a refusal
+        // or a tool call has a null content) is a failed attempt, retried like a 5xx.
+        parse_completion(&v, chat).map_err(|e| AttemptError::Retryable {
+            msg: format!("unusable answer: {e}: {}", snippet(&v.to_string(), 200)),
+            retry_after: None,
+            rate_limited: false,
+            transport: false,
+        })
     }
 }
 
@@ -588,6 +700,12 @@ fn put_sampling(body: &mut Value, s: &Sampling, chat: bool) {
     if let Some(p) = s.top_p {
         m.insert("top_p".into(), json!(p));
     }
+    if let Some(k) = s.top_k {
+        m.insert("top_k".into(), json!(k));
+    }
+    if let Some(p) = s.min_p {
+        m.insert("min_p".into(), json!(p));
+    }
     if let Some(t) = s.max_tokens {
         m.insert("max_tokens".into(), json!(t));
     }
@@ -610,22 +728,39 @@ fn put_sampling(body: &mut Value, s: &Sampling, chat: bool) {
     }
 }
 
+/// The choices of an answer; an error (not an empty text) for a body without a non-empty
+/// `choices` array, a chat choice without a `message` object or whose `content` is not a
+/// string (null included), or a completions choice whose `text` is not a string.
 fn parse_completion(v: &Value, chat: bool) -> Result<Completion> {
-    let arr = v.get("choices").and_then(|c| c.as_array()).context("missing `choices` array")?;
+    let arr = v.get("choices").and_then(|c| c.as_array()).context("no `choices` array")?;
+    if arr.is_empty() {
+        bail!("empty `choices` array");
+    }
     let mut choices = Vec::with_capacity(arr.len());
     for (i, c) in arr.iter().enumerate() {
+        let finish_reason = c.get("finish_reason").and_then(|f| f.as_str()).map(str::to_string);
         let text = if chat {
-            c.get("message").and_then(|m| m.get("content")).and_then(|t| t.as_str())
+            let m = c.get("message").filter(|m| m.is_object()).with_context(|| format!("choice {i} has no `message` object"))?;
+            match m.get("content") {
+                Some(Value::String(t)) => t.clone(),
+                None | Some(Value::Null) => {
+                    let why = match (m.get("refusal").and_then(|r| r.as_str()), &finish_reason) {
+                        (Some(r), _) => format!(" (refusal: {})", snippet(r, 100)),
+                        (None, Some(f)) => format!(" (finish_reason={f})"),
+                        (None, None) => String::new(),
+                    };
+                    bail!("choice {i} has a null `content`{why}")
+                }
+                Some(other) => bail!("choice {i}: `content` is not a string: {}", snippet(&other.to_string(), 80)),
+            }
         } else {
-            c.get("text").and_then(|t| t.as_str())
+            c.get("text").and_then(|t| t.as_str()).with_context(|| format!("choice {i} has no `text` string"))?.to_string()
         };
-        // A null content (e.g. refusal or tool call) is an empty answer, which callers will reject.
-        let text = text.unwrap_or("").to_string();
         let logprobs = c.get("logprobs").filter(|l| !l.is_null()).map(parse_logprobs);
         choices.push(Choice {
             index: c.get("index").and_then(|x| x.as_u64()).unwrap_or(i as u64) as u32,
             text,
-            finish_reason: c.get("finish_reason").and_then(|f| f.as_str()).map(str::to_string),
+            finish_reason,
             logprobs,
         });
     }

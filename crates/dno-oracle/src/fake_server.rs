@@ -8,11 +8,13 @@
 //! (rendered `[Response i]` blocks) it answers a fenced JSON object with `score = clamp(q, 0, 6)`.
 //! `/completions` answers `"echo: <first 20 chars>"`.
 //!
-//! Faults are injected on a fraction `fault_rate` of requests, chosen among `faults`.
+//! Faults are injected on a fraction `fault_rate` of requests, chosen among `faults`. A server
+//! can also die (stop accepting and drop its open connections) after a number of requests, or
+//! when [`FakeServer::kill`] is called, to test clients spreading over several servers.
 
 use serde_json::{json, Value};
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicU64, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
@@ -37,6 +39,12 @@ pub enum Fault {
     Disconnect,
     /// Any HTTP status with a small JSON error body (e.g. 400, 401, 503).
     Status(u16),
+    /// 200 with a well-formed completion whose `message.content` is null (as for a refusal or a
+    /// tool call).
+    NullContent,
+    /// 200 with a JSON body of the wrong shape: the choice has a `delta` (as in a stream chunk)
+    /// instead of a `message`.
+    WrongShape,
 }
 
 /// A custom reply chosen by [`FakeConfig::override_fn`].
@@ -59,18 +67,21 @@ pub struct FakeConfig {
     pub latency_ms: u64,
     /// Consulted first for every request body; `Some` replaces the normal behaviour.
     pub override_fn: Option<Arc<OverrideFn>>,
+    /// Die after answering this many requests: later requests on open connections are dropped
+    /// unanswered and new connections are refused.
+    pub die_after_requests: Option<u64>,
 }
 
 impl Default for FakeConfig {
     fn default() -> Self {
-        FakeConfig { fault_rate: 0.0, faults: Vec::new(), seed: 1, latency_ms: 0, override_fn: None }
+        FakeConfig { fault_rate: 0.0, faults: Vec::new(), seed: 1, latency_ms: 0, override_fn: None, die_after_requests: None }
     }
 }
 
 /// Counters of what the server saw.
 #[derive(Debug, Default)]
 pub struct FakeStats {
-    /// HTTP requests received.
+    /// HTTP requests received (not counting those a dead server dropped).
     pub requests: AtomicU64,
     /// Requests answered with a fault.
     pub faults: AtomicU64,
@@ -78,6 +89,10 @@ pub struct FakeStats {
     pub ok: AtomicU64,
     /// The last `Authorization` header seen (tests check the API key handling).
     pub last_authorization: std::sync::Mutex<Option<String>>,
+    /// The last request body seen.
+    pub last_body: std::sync::Mutex<Option<Value>>,
+    /// Set once the server died (`die_after_requests` or [`FakeServer::kill`]).
+    pub dead: AtomicBool,
 }
 
 pub struct FakeServer {
@@ -85,6 +100,7 @@ pub struct FakeServer {
     /// `http://127.0.0.1:PORT/v1`
     pub base_url: String,
     pub stats: Arc<FakeStats>,
+    death: Arc<tokio::sync::Notify>,
     task: tokio::task::JoinHandle<()>,
 }
 
@@ -103,18 +119,35 @@ impl FakeServer {
         let counter = Arc::new(AtomicU64::new(0));
         let cfg = Arc::new(cfg);
         let st = stats.clone();
+        let death = Arc::new(tokio::sync::Notify::new());
+        let d = death.clone();
         let task = tokio::spawn(async move {
             loop {
-                let Ok((sock, _)) = listener.accept().await else { continue };
-                let _ = sock.set_nodelay(true);
-                tokio::spawn(serve_conn(sock, cfg.clone(), st.clone(), counter.clone()));
+                tokio::select! {
+                    r = listener.accept() => {
+                        let Ok((sock, _)) = r else { continue };
+                        if st.dead.load(Ordering::SeqCst) {
+                            break;
+                        }
+                        let _ = sock.set_nodelay(true);
+                        tokio::spawn(serve_conn(sock, cfg.clone(), st.clone(), counter.clone(), d.clone()));
+                    }
+                    _ = d.notified() => break,
+                }
             }
+            // The listener is dropped here: new connections are refused.
         });
-        Ok(FakeServer { addr, base_url: format!("http://{addr}/v1"), stats, task })
+        Ok(FakeServer { addr, base_url: format!("http://{addr}/v1"), stats, death, task })
     }
 
     pub fn requests(&self) -> u64 {
         self.stats.requests.load(Ordering::Relaxed)
+    }
+
+    /// Dies now: the port stops accepting and requests on open connections go unanswered.
+    pub fn kill(&self) {
+        self.stats.dead.store(true, Ordering::SeqCst);
+        self.death.notify_one();
     }
 }
 
@@ -122,7 +155,13 @@ fn mix(seed: u64, n: u64) -> u64 {
     crate::pairs::splitmix64(seed ^ crate::pairs::splitmix64(n))
 }
 
-async fn serve_conn(mut sock: TcpStream, cfg: Arc<FakeConfig>, stats: Arc<FakeStats>, counter: Arc<AtomicU64>) {
+async fn serve_conn(
+    mut sock: TcpStream,
+    cfg: Arc<FakeConfig>,
+    stats: Arc<FakeStats>,
+    counter: Arc<AtomicU64>,
+    death: Arc<tokio::sync::Notify>,
+) {
     let mut buf: Vec<u8> = Vec::with_capacity(8192);
     loop {
         // Read the head.
@@ -164,11 +203,20 @@ async fn serve_conn(mut sock: TcpStream, cfg: Arc<FakeConfig>, stats: Arc<FakeSt
         }
         let body: Vec<u8> = buf[body_start..body_start + content_length].to_vec();
         buf.drain(..body_start + content_length);
+        if stats.dead.load(Ordering::SeqCst) {
+            return;
+        }
+        let n = counter.fetch_add(1, Ordering::Relaxed);
+        if cfg.die_after_requests.is_some_and(|d| n >= d) {
+            stats.dead.store(true, Ordering::SeqCst);
+            death.notify_one();
+            return;
+        }
         stats.requests.fetch_add(1, Ordering::Relaxed);
         *stats.last_authorization.lock().unwrap_or_else(|e| e.into_inner()) = authorization;
-        let n = counter.fetch_add(1, Ordering::Relaxed);
         let path = request_line.split_whitespace().nth(1).unwrap_or("").to_string();
         let req: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+        *stats.last_body.lock().unwrap_or_else(|e| e.into_inner()) = Some(req.clone());
 
         if cfg.latency_ms > 0 {
             tokio::time::sleep(Duration::from_millis(cfg.latency_ms)).await;
@@ -207,6 +255,28 @@ async fn serve_conn(mut sock: TcpStream, cfg: Arc<FakeConfig>, stats: Arc<FakeSt
                     ),
                     Fault::Disconnect => return,
                     Fault::Status(code) => (code, String::new(), br#"{"error":{"message":"injected status"}}"#.to_vec()),
+                    Fault::NullContent => {
+                        let mut v = answer(&path, &req, None);
+                        for c in v["choices"].as_array_mut().into_iter().flatten() {
+                            if let Some(m) = c.get_mut("message") {
+                                m["content"] = Value::Null;
+                            }
+                            c["text"] = Value::Null;
+                        }
+                        (200, String::new(), v.to_string().into_bytes())
+                    }
+                    Fault::WrongShape => {
+                        let mut v = answer(&path, &req, None);
+                        for c in v["choices"].as_array_mut().into_iter().flatten() {
+                            let text = c.get("message").and_then(|m| m.get("content")).cloned().unwrap_or(Value::Null);
+                            if let Some(o) = c.as_object_mut() {
+                                o.remove("message");
+                                o.remove("text");
+                                o.insert("delta".into(), json!({ "content": text }));
+                            }
+                        }
+                        (200, String::new(), v.to_string().into_bytes())
+                    }
                 }
             }
             Some(Reply::Text(t)) => {

@@ -32,7 +32,9 @@ pub struct OracleArgs {
     /// prompt scored in one call on a 6-point rubric; the paper's App. C annotation).
     #[arg(long, default_value_t = JudgeConfig::default().mode.to_string(), value_parser = ["pairwise", "score"])]
     pub mode: String,
-    /// Judge: server base URL (`/chat/completions` is appended).
+    /// Judge: server base URL (`/chat/completions` is appended); several servers of the same
+    /// model comma-separated (A,B,C): requests go round-robin, a failed one is retried on another
+    /// server, and a server that stops answering leaves the rotation (probed again later).
     #[arg(long, default_value_t = ClientConfig::default().base_url)]
     pub base_url: String,
     /// Judge: model name sent to the server.
@@ -47,10 +49,10 @@ pub struct OracleArgs {
     /// response count as n in braces).
     #[arg(long, value_name = "FILE")]
     pub template: Option<PathBuf>,
-    /// Judge: system message.
-    #[arg(long)]
-    pub system: Option<String>,
-    /// Judge: requests in flight at most.
+    /// Judge: system message (`--system` is an old spelling, kept for a release).
+    #[arg(long, alias = "system", value_name = "TEXT")]
+    pub judge_system: Option<String>,
+    /// Judge: requests in flight at most (over all --base-url servers together).
     #[arg(long, default_value_t = ClientConfig::default().max_concurrency)]
     pub concurrency: usize,
     /// Judge: requests per minute (unlimited when not given).
@@ -62,7 +64,8 @@ pub struct OracleArgs {
     /// Seconds per judge request (default 120) or per command batch (default 600).
     #[arg(long, value_name = "SECS")]
     pub timeout: Option<f64>,
-    /// Judge: retries of a failed request (429, 5xx, timeouts, broken bodies) after the first attempt.
+    /// Judge: retries of a failed request (429, 5xx, timeouts, broken bodies, null content or a
+    /// body without choices/message) after the first attempt.
     #[arg(long, default_value_t = ClientConfig::default().max_retries)]
     pub max_retries: u32,
     /// Judge: first backoff delay in seconds between retries (doubles per retry, with jitter).
@@ -72,12 +75,13 @@ pub struct OracleArgs {
     /// retries, or 50 failed judgments in output order); 0 = never stop.
     #[arg(long)]
     pub max_consecutive_failures: Option<u32>,
-    /// Judge: sampling temperature.
-    #[arg(long, default_value_t = JudgeConfig::default().temperature)]
-    pub temperature: f64,
-    /// Judge: max completion tokens (default 512 pairwise, 300 + 200·K score).
-    #[arg(long)]
-    pub max_tokens: Option<u32>,
+    /// Judge: sampling temperature (`--temperature` is an old spelling, kept for a release).
+    #[arg(long, alias = "temperature", default_value_t = JudgeConfig::default().temperature)]
+    pub judge_temperature: f64,
+    /// Judge: max completion tokens (default 512 pairwise, 300 + 200·K score; `--max-tokens` is
+    /// an old spelling, kept for a release).
+    #[arg(long, alias = "max-tokens")]
+    pub judge_max_tokens: Option<u32>,
     /// Judge (pairwise): ask for token logprobs and turn the verdict token's A/B/tie mass into a
     /// continuous preference.
     #[arg(long)]
@@ -131,9 +135,9 @@ impl OracleArgs {
                 let jc = JudgeConfig {
                     mode: self.mode.parse::<JudgeMode>()?,
                     template_path: self.template.clone(),
-                    system: self.system.clone(),
-                    temperature: self.temperature,
-                    max_tokens: self.max_tokens,
+                    system: self.judge_system.clone(),
+                    temperature: self.judge_temperature,
+                    max_tokens: self.judge_max_tokens,
                     logprobs: self.logprobs,
                     top_logprobs: self.top_logprobs,
                     shuffle_seed: seed,
@@ -500,6 +504,8 @@ fn items_streamed<'a>(reader: &'a DatasetReader, shard: Option<Shard>, error: &'
 
 pub fn run(a: Args) -> Result<()> {
     let pairs: PairSpec = a.pairs.parse().map_err(|e: anyhow::Error| anyhow!("{e:#}"))?;
+    // One writer per output and cache (a dry run writes nothing).
+    let _lock = if a.dry_run { None } else { Some(dno_data::lock_output(&a.out)?) };
     if !a.dry_run {
         dno_data::check_output(&a.out, a.force)?;
     }

@@ -273,6 +273,8 @@ fn report_args(out: &Path) -> super::report::Args {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    // One writer per output (a dry run writes nothing).
+    let _lock = if a.dry_run { None } else { Some(dno_data::lock_output(&a.out)?) };
     if !a.dry_run {
         dno_data::check_output(&a.out, a.force)?;
     }

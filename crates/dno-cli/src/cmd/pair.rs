@@ -82,6 +82,7 @@ fn parse_replay(spec: &str) -> Result<(PathBuf, f64)> {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let _lock = dno_data::lock_output(&a.out)?;
     dno_data::check_output(&a.out, a.force)?;
     let strategy: PairingStrategy = a.strategy.parse().map_err(|e| anyhow!("--strategy: {e}"))?;
     let basis: Basis = a.basis.parse().map_err(|e| anyhow!("--basis: {e}"))?;

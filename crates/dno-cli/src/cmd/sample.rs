@@ -26,10 +26,10 @@ pub struct Args {
     pub temperature: f32,
     #[arg(long, default_value_t = dno_model::SamplingParams::default().top_p)]
     pub top_p: f32,
-    /// 0 = off.
+    /// 0 = off. Engine openai: sent as the `top_k` extra field (vLLM, SGLang, llama.cpp server).
     #[arg(long, default_value_t = dno_model::SamplingParams::default().top_k)]
     pub top_k: usize,
-    /// 0 = off.
+    /// 0 = off. Engine openai: sent as the `min_p` extra field (vLLM, SGLang, llama.cpp server).
     #[arg(long, default_value_t = dno_model::SamplingParams::default().min_p)]
     pub min_p: f32,
     #[arg(long, default_value_t = dno_model::SamplingParams::default().max_new_tokens)]
@@ -57,7 +57,9 @@ pub struct Args {
     /// cpu, cuda or cuda:N (engine burn).
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Server base URL (engine openai), e.g. http://localhost:8000/v1.
+    /// Server base URL (engine openai), e.g. http://localhost:8000/v1; several servers of the
+    /// same model comma-separated (A,B,C): requests go round-robin, failed ones are retried on
+    /// another server.
     #[arg(long, default_value_t = dno_oracle::ClientConfig::default().base_url)]
     pub base_url: String,
     /// Model name on the server (engine openai).
@@ -106,6 +108,7 @@ struct Batch {
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let _lock = dno_data::lock_output(&a.out)?;
     dno_data::check_output(&a.out, a.force)?;
     if a.k == 0 && !a.include_reference {
         bail!("-k 0 without --include-reference would produce no samples");
@@ -371,6 +374,10 @@ async fn sample_openai(client: std::sync::Arc<dno_oracle::client::Client>, a: &A
                 n: Some(1),
                 temperature: Some(a.temperature as f64),
                 top_p: Some(a.top_p as f64),
+                // Off (0) is not sent; set, they go as the `top_k` / `min_p` extra fields of
+                // vLLM, SGLang and llama.cpp's server.
+                top_k: (a.top_k > 0).then_some(a.top_k as u32),
+                min_p: (a.min_p > 0.0).then_some(a.min_p as f64),
                 max_tokens: Some(a.max_new_tokens as u32),
                 seed: Some(sample_seed(a.seed, &p.prompt_id, i)),
                 logprobs: true,

@@ -137,6 +137,7 @@ fn encode(lm: &LoadedModel, system: Option<&str>, history: Option<&str>, prompt:
 }
 
 pub fn run(a: Args) -> Result<()> {
+    let _lock = dno_data::lock_output(&a.out)?;
     // A rerun of the same command continues from OUT/checkpoint (the trainer refuses, naming
     // what differs, when the config, model or examples changed); --force starts over.
     if a.force {
