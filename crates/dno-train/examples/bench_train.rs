@@ -4,6 +4,7 @@
 //! cargo run --release -p dno-train --example bench_train -- \
 //!     [--model PATH] [--steps 3] [--batch 8] [--seq-len 120] [--prompt-len 40] [--lora RANK] [--device cpu]
 //!     [--shards N]   # data-parallel shards per batch (default: one per core on the CPU)
+//!     [--gradient-checkpointing]
 //! ```
 //!
 //! Default model: `$HOME/.cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/fetch_smollm2.sh).
@@ -63,6 +64,7 @@ fn main() -> Result<()> {
     let (mut steps, mut batch, mut seq_len, mut prompt_len, mut lora, mut device_spec) =
         (3usize, 8usize, 120usize, 40usize, None::<usize>, "cpu".to_string());
     let mut shards = None::<usize>;
+    let mut gradient_checkpointing = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -75,6 +77,7 @@ fn main() -> Result<()> {
             "--lora" => lora = Some(val()?.parse()?),
             "--device" => device_spec = val()?,
             "--shards" => shards = Some(val()?.parse()?),
+            "--gradient-checkpointing" => gradient_checkpointing = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -123,7 +126,7 @@ fn main() -> Result<()> {
         ..TrainConfig::default()
     };
     let out = tempfile::tempdir()?;
-    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(false)), shards, ..Default::default() };
+    let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(false)), shards, gradient_checkpointing, ..Default::default() };
     let load_before = load_average();
     let cpu0 = cpu_seconds();
     let t_all = Instant::now();
