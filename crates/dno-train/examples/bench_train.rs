@@ -125,6 +125,9 @@ fn main() -> Result<()> {
         }),
         ..TrainConfig::default()
     };
+    let shard_count = shards.unwrap_or_else(|| dno_model::device::data_parallel_shards(&device));
+    let workload = dno_train::memory::workload(&examples, &cfg, shard_count, gradient_checkpointing)?;
+    let estimate = dno_train::memory::estimate(&loaded.config, &cfg, &workload);
     let out = tempfile::tempdir()?;
     let opts = RunOptions { resume: false, stop: Arc::new(AtomicBool::new(false)), shards, gradient_checkpointing, ..Default::default() };
     let load_before = load_average();
@@ -178,6 +181,11 @@ fn main() -> Result<()> {
         "CPU-normalised (as if all {cores} cores were ours for the whole run): {:.1} tokens/s, {:.3} pairs/s",
         pair_tokens / (cpu_s / cores) ,
         n_pairs as f64 / (cpu_s / cores)
+    );
+    println!(
+        "estimated peak MiB (dno train --dry-run, gradient checkpointing {}): {:.0}",
+        if gradient_checkpointing { "on" } else { "off" },
+        estimate.total() as f64 / (1024.0 * 1024.0)
     );
     println!("TRL DPOTrainer baseline on this machine: 53 tokens/s, 0.22 pairs/s");
     Ok(())
