@@ -29,7 +29,7 @@ pub use device::DeviceSpec;
 pub use export::save_hf;
 pub use generate::{generate, FinishReason, GenRequest, Generation, SamplingParams};
 pub use model::Llama;
-pub use score::{score, score_tensor, token_logprobs};
+pub use score::{score, score_tensor};
 pub use tokenizer::Tok;
 
 /// A model with everything needed to prompt it.

@@ -72,8 +72,7 @@ fn full_model_trains_on_autodiff_device() {
     let device = Device::flex().autodiff();
     let lm = load_model(dir.path(), &device).unwrap();
     let pairs = vec![(vec![104u32, 101], vec![108u32, 108, 111]), (vec![119u32], vec![111u32])];
-    let s = dno_model::score_tensor(&lm.model, &pairs).unwrap();
-    let grads = s.sum().backward();
+    let (_, _, grads) = dno_model::score::score_value_and_grad(&lm.model, &pairs, |s| Ok(s.sum())).unwrap();
     assert!(lm.model.layers[1].mlp.up_proj.weight.val().grad(&grads).is_some());
     assert!(lm.model.embed_tokens.val().grad(&grads).is_some());
 }

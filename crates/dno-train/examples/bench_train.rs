@@ -4,6 +4,7 @@
 //! cargo run --release -p dno-train --example bench_train -- \
 //!     [--model PATH] [--steps 3] [--batch 8] [--seq-len 120] [--prompt-len 40] [--lora RANK] [--device cpu]
 //!     [--shards N]   # data-parallel shards per batch (default: one per core on the CPU)
+//!     [--gradient-checkpointing]
 //! ```
 //!
 //! Default model: `$HOME/.cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/fetch_smollm2.sh).
@@ -64,6 +65,7 @@ fn main() -> Result<()> {
     let (mut steps, mut batch, mut seq_len, mut prompt_len, mut lora, mut device_spec) =
         (3usize, 8usize, 120usize, 40usize, None::<usize>, "cpu".to_string());
     let mut shards = None::<usize>;
+    let mut gradient_checkpointing = false;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -76,6 +78,7 @@ fn main() -> Result<()> {
             "--lora" => lora = Some(val()?.parse()?),
             "--device" => device_spec = val()?,
             "--shards" => shards = Some(val()?.parse()?),
+            "--gradient-checkpointing" => gradient_checkpointing = true,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -123,9 +126,12 @@ fn main() -> Result<()> {
         }),
         ..TrainConfig::default()
     };
+    let shard_count = shards.unwrap_or_else(|| dno_model::device::data_parallel_shards(&device));
+    let workload = dno_train::memory::workload(&examples, &cfg, shard_count, gradient_checkpointing)?;
+    let estimate = dno_train::memory::estimate(&loaded.config, &cfg, &workload);
     let out = tempfile::tempdir()?;
     let model_fingerprint = Some(dno_train::reference::model_files_fingerprint(&model)?);
-    let opts = RunOptions { resume: false, model_fingerprint, stop: Arc::new(AtomicBool::new(false)), shards, ..Default::default() };
+    let opts = RunOptions { resume: false, model_fingerprint, stop: Arc::new(AtomicBool::new(false)), shards, gradient_checkpointing, ..Default::default() };
     let load_before = load_average();
     let cpu0 = cpu_seconds();
     let t_all = Instant::now();
@@ -177,6 +183,11 @@ fn main() -> Result<()> {
         "CPU-normalised (as if all {cores} cores were ours for the whole run): {:.1} tokens/s, {:.3} pairs/s",
         pair_tokens / (cpu_s / cores) ,
         n_pairs as f64 / (cpu_s / cores)
+    );
+    println!(
+        "estimated peak MiB (dno train --dry-run, gradient checkpointing {}): {:.0}",
+        if gradient_checkpointing { "on" } else { "off" },
+        estimate.total() as f64 / (1024.0 * 1024.0)
     );
     Ok(())
 }

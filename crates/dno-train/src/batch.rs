@@ -7,9 +7,8 @@
 //! * Prompt tokens never enter the loss, and the LM head (the largest matmul for a small model,
 //!   `[N, D] x [D, V]`) runs only on the hidden states that predict a response token: those rows
 //!   are gathered from the flattened `[B*T, D]` hidden states before `lm_head`.
-//! * log π(y_t) = logit[y_t] − logsumexp(logits) is computed from a gathered logit and a
-//!   row-wise logsumexp (max-shifted), without materialising a `[N, V]` log-softmax; rows go
-//!   through the head in chunks so the no-grad reference pass never holds more than one chunk.
+//! * The head runs on chunks of scored positions, forward and backward, so the `[N, V]` logits
+//!   never exist at full size ([`dno_model::score`], the one implementation that scoring shares).
 //! * A preference pair is one row, prompt ++ chosen ++ rejected, with RoPE positions and an
 //!   attention mask that make the rejected response continue the prompt directly
 //!   ([`PackedBatch::pack_pairs`]): the prompt's tokens go through the model once per pair, not
@@ -18,11 +17,10 @@
 //!   would cost more than the prompt saves.
 
 use anyhow::{bail, Result};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
+use dno_model::score::{self, Scored, HEAD_CHUNK};
 use dno_model::Llama;
 
-/// Rows per LM-head chunk.
-const HEAD_CHUNK_ROWS: usize = 512;
 
 /// `prompt ++ response`, truncated to `max_len` tokens: the prompt is cut from the left first
 /// (its end is what the response continues), then the response from the right. At least one
@@ -168,6 +166,11 @@ impl PackedBatch {
         PackedBatch { rows, width, tokens, seqs, positions, targets, seq_of, segments, real_tokens }
     }
 
+    /// The scored positions, for the output head ([`score::sequence_logps`]).
+    pub fn scored(&self) -> Scored<'_> {
+        Scored { positions: &self.positions, targets: &self.targets, seq_of: &self.seq_of, seqs: self.seqs }
+    }
+
     /// Scored (response) tokens.
     pub fn scored_tokens(&self) -> usize {
         self.positions.len()
@@ -188,24 +191,29 @@ impl PackedBatch {
             .collect()
     }
 
-    /// Additive mask `[rows * width * width]` (0 visible, `MASKED` hidden): causal, except that
-    /// the second response does not see the first. Padding follows the last real token, so no
-    /// real token sees it.
-    pub fn attention_mask(&self) -> Vec<f32> {
-        let w = self.width;
-        let mut m = vec![0f32; self.rows * w * w];
-        for (row, &(p, a, _)) in self.segments.iter().enumerate() {
-            for i in 0..w {
-                let line = &mut m[(row * w + i) * w..(row * w + i + 1) * w];
-                for (j, v) in line.iter_mut().enumerate() {
-                    let second = i >= p + a;
-                    if j > i || (second && (p..p + a).contains(&j)) {
-                        *v = dno_model::model::MASKED;
-                    }
-                }
-            }
-        }
-        m
+    /// Additive attention mask `[rows, 1, width, width]` (0 visible, `MASKED` hidden), built on
+    /// `device` from each row's prompt and first-response lengths by comparing position ranges:
+    /// causal, except that the second response does not see the first. Padding follows the last
+    /// real token, so no real token sees it. Only `2·rows` integers cross from the host.
+    pub fn attention_mask(&self, device: &Device) -> Tensor<4> {
+        let (r, w) = (self.rows, self.width);
+        let shape = [r, w, w];
+        let iota = || Tensor::<1, Int>::arange(0..w as i64, device);
+        let query = iota().reshape([1, w, 1]).expand(shape);
+        let key = iota().reshape([1, 1, w]).expand(shape);
+        let per_row = |f: fn(&(usize, usize, usize)) -> usize| {
+            let v: Vec<i64> = self.segments.iter().map(|s| f(s) as i64).collect();
+            Tensor::<1, Int>::from_data(TensorData::new(v, [r]), device).reshape([r, 1, 1]).expand(shape)
+        };
+        let (first, second) = (per_row(|s| s.0), per_row(|s| s.0 + s.1)); // first/second response start
+        let future = key.clone().greater(query.clone());
+        let across = query
+            .greater_equal(second.clone())
+            .bool_and(key.clone().greater_equal(first))
+            .bool_and(key.lower(second));
+        Tensor::<3>::zeros(shape, device)
+            .mask_fill(future.bool_or(across), dno_model::model::MASKED)
+            .reshape([r, 1, w, w])
     }
 }
 
@@ -223,50 +231,40 @@ pub fn share_limit(model: &Llama) -> usize {
     params / (2 * a.n_heads * a.head_dim).max(1)
 }
 
-/// Σ_t log π(y_t | x, y_<t) over each sequence's response tokens: a `[seqs]` tensor on the
-/// model's device (tracked when the model is on an autodiff device).
-pub fn sequence_logps(model: &Llama, batch: &PackedBatch, device: &Device) -> Tensor<1> {
+/// The final-normed hidden states of `batch`, flattened to `[rows * width, D]` (tracked when the
+/// model is on an autodiff device).
+pub fn forward_hidden(model: &Llama, batch: &PackedBatch, device: &Device) -> Tensor<2> {
     let tokens = Tensor::<2, Int>::from_data(
         TensorData::new(batch.tokens.clone(), [batch.rows, batch.width]),
         device,
     );
     let hidden = if batch.has_shared_prompts() {
         let rope = model.rope(&batch.rope_positions(), device);
-        let mask = Tensor::<4>::from_data(
-            TensorData::new(batch.attention_mask(), [batch.rows, 1, batch.width, batch.width]),
-            device,
-        );
-        model.forward_hidden_with(tokens, &rope, &mask)
+        model.forward_hidden_with(tokens, &rope, &batch.attention_mask(device))
     } else {
         model.forward_hidden(tokens)
     };
     let d = hidden.dims()[2];
-    let flat: Tensor<2> = hidden.reshape([batch.rows * batch.width, d]);
-    let n = batch.positions.len();
-    let mut token_logps = Vec::new();
-    let mut start = 0;
-    while start < n {
-        let end = (start + HEAD_CHUNK_ROWS).min(n);
-        let idx = Tensor::<1, Int>::from_data(
-            TensorData::new(batch.positions[start..end].to_vec(), [end - start]),
-            device,
-        );
-        let tgt = Tensor::<2, Int>::from_data(
-            TensorData::new(batch.targets[start..end].to_vec(), [end - start, 1]),
-            device,
-        );
-        let logits: Tensor<2> = model.lm_head(flat.clone().select(0, idx));
-        token_logps.push(gathered_log_softmax(logits, tgt));
-        start = end;
-    }
-    let token_logps: Tensor<2> = Tensor::cat(token_logps, 0); // [N, 1]
-    // Segment sum as a [seqs, N] 0/1 matrix product: differentiable and tiny.
-    let mut seg = vec![0f32; batch.seqs * n];
-    for (j, &s) in batch.seq_of.iter().enumerate() {
-        seg[s * n + j] = 1.0;
-    }
-    let seg = Tensor::<2>::from_data(TensorData::new(seg, [batch.seqs, n]), device);
-    seg.matmul(token_logps).reshape([batch.seqs])
+    hidden.reshape([batch.rows * batch.width, d])
+}
+
+/// Σ_t log π(y_t | x, y_<t) over each sequence's response tokens, `[seqs]`, with the output head
+/// run chunk by chunk ([`score::sequence_logps`]); no gradients (a plain tensor).
+pub fn sequence_logps(model: &Llama, batch: &PackedBatch, device: &Device) -> Tensor<1> {
+    score::sequence_logps(model, &forward_hidden(model, batch, device), batch.scored(), HEAD_CHUNK)
+}
+
+/// `loss` of the sequence log-probs (a leaf `[seqs]` on the autodiff `device`), its value, the
+/// sequence log-probs (both plain tensors) and the gradients of the model's parameters, with the
+/// output head chunked in the backward pass too ([`score::value_and_grad`]): the full
+/// `[positions, vocab]` logits never exist.
+pub fn value_and_grad(
+    model: &Llama,
+    batch: &PackedBatch,
+    device: &Device,
+    loss: impl FnOnce(Tensor<1>) -> Result<Tensor<1>>,
+) -> Result<(Tensor<1>, Tensor<1>, Gradients)> {
+    score::value_and_grad(model, forward_hidden(model, batch, device), batch.scored(), HEAD_CHUNK, loss)
 }
 
 /// Reads a float tensor back to the host as f64 values.
@@ -276,14 +274,6 @@ pub fn to_host(t: Tensor<1>) -> Result<Vec<f64>> {
         .try_into_vec_as::<f32>()
         .map_err(|e| anyhow::anyhow!("reading a tensor back from the device: {e:?}"))?;
     Ok(v.into_iter().map(f64::from).collect())
-}
-
-/// `log softmax(logits)[target]` per row: `[N, V]`, `[N, 1]` → `[N, 1]`. The max shift is a
-/// constant (detached); it cancels exactly, so gradients are those of the true log-softmax.
-pub fn gathered_log_softmax(logits: Tensor<2>, targets: Tensor<2, Int>) -> Tensor<2> {
-    let max = logits.clone().detach().max_dim(1);
-    let lse = (logits.clone() - max.clone()).exp().sum_dim(1).log() + max;
-    logits.gather(1, targets) - lse
 }
 
 #[cfg(test)]
@@ -317,6 +307,30 @@ mod tests {
         assert_eq!(pb.scored_tokens(), 4);
     }
 
+    /// The device-built mask equals the rule written out per element, over rows with and
+    /// without a second response and with padding.
+    #[test]
+    fn device_mask_matches_the_rule_per_element() {
+        let pairs = [
+            (&[1u32, 2, 3][..], &[4u32, 5][..], Some(&[6u32, 7, 8][..])),
+            (&[9u32][..], &[10u32][..], None),
+            (&[11u32, 12][..], &[13u32][..], Some(&[14u32][..])),
+        ];
+        let pb = PackedBatch::pack_pairs(&pairs, 64, 0, usize::MAX).unwrap();
+        let w = pb.width;
+        let m = pb.attention_mask(&Device::flex()).into_data().try_to_vec::<f32>().unwrap();
+        assert_eq!(m.len(), pb.rows * w * w);
+        for (row, &(p, a, _)) in pb.segments.iter().enumerate() {
+            for i in 0..w {
+                for j in 0..w {
+                    let hidden = j > i || (i >= p + a && (p..p + a).contains(&j));
+                    let want = if hidden { dno_model::model::MASKED } else { 0.0 };
+                    assert_eq!(m[(row * w + i) * w + j], want, "row {row} query {i} key {j}");
+                }
+            }
+        }
+    }
+
     #[test]
     fn pack_pairs_shares_the_prompt() {
         let p: &[u32] = &[10, 11];
@@ -331,7 +345,7 @@ mod tests {
         assert_eq!(pb.real_tokens, 7);
         assert!(pb.has_shared_prompts());
         assert_eq!(pb.rope_positions()[0], vec![0, 1, 2, 3, 2]);
-        let m = pb.attention_mask();
+        let m = pb.attention_mask(&Device::flex()).into_data().try_to_vec::<f32>().unwrap();
         let visible = |row: usize, i: usize| -> Vec<usize> { (0..5).filter(|&j| m[(row * 5 + i) * 5 + j] == 0.0).collect() };
         assert_eq!(visible(0, 3), vec![0, 1, 2, 3]);
         assert_eq!(visible(0, 4), vec![0, 1, 4]);

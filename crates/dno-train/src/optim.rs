@@ -152,16 +152,16 @@ impl ModuleVisitor for RankOneIds {
     }
 }
 
-struct SquaredNorm<'a> {
+/// Every gradient's squared L2 norm as a `[1]` tensor, on the device (nothing is read back).
+struct SquaredNorms<'a> {
     grads: &'a GradientsParams,
-    total: f64,
+    sums: Vec<Tensor<1>>,
 }
 
-impl ModuleVisitor for SquaredNorm<'_> {
+impl ModuleVisitor for SquaredNorms<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
-            let sq: f32 = g.square().sum().into_scalar();
-            self.total += sq as f64;
+            self.sums.push(g.square().sum());
         }
     }
 }
@@ -182,9 +182,7 @@ impl ModuleVisitor for Scale<'_> {
 /// The global L2 norm of `grads` over `model`'s parameters, before clipping; when
 /// `max_norm > 0` and the norm exceeds it, every gradient is scaled by `max_norm / norm`.
 pub fn clip_global_norm(model: &Llama, mut grads: GradientsParams, max_norm: f64) -> Result<(GradientsParams, f64)> {
-    let mut sq = SquaredNorm { grads: &grads, total: 0.0 };
-    model.visit(&mut sq);
-    let norm = sq.total.sqrt();
+    let norm = global_norm(model, &grads)?;
     if !norm.is_finite() {
         bail!("gradient norm is {norm}: the loss diverged (lower lr or check the data)");
     }
@@ -193,6 +191,22 @@ pub fn clip_global_norm(model: &Llama, mut grads: GradientsParams, max_norm: f64
         model.visit(&mut scale);
     }
     Ok((grads, norm))
+}
+
+/// The global L2 norm of `grads` over `model`'s parameters with one read-back from the device:
+/// each tensor's squared norm (an f32 reduction on the device) is concatenated into one `[P]`
+/// tensor, which is read back once and summed in f64.
+pub fn global_norm(model: &Llama, grads: &GradientsParams) -> Result<f64> {
+    let mut sq = SquaredNorms { grads, sums: Vec::new() };
+    model.visit(&mut sq);
+    if sq.sums.is_empty() {
+        return Ok(0.0);
+    }
+    let sums = Tensor::cat(sq.sums, 0)
+        .into_data()
+        .try_into_vec_as::<f32>()
+        .map_err(|e| anyhow::anyhow!("reading the gradient norms back from the device: {e:?}"))?;
+    Ok(sums.iter().map(|&x| x as f64).sum::<f64>().sqrt())
 }
 
 #[cfg(test)]

@@ -7,13 +7,13 @@ use std::sync::atomic::Ordering;
 use std::time::Instant;
 
 use anyhow::{bail, Context, Result};
-use burn::module::Module;
+use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
-use burn::tensor::{Device, Tensor, TensorData};
+use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor, TensorData};
 use dno_math::loss::{LossConfig, LossKind};
 use dno_model::{LoadedModel, Llama};
 
-use crate::batch::{sequence_logps, share_limit, to_host, PackedBatch};
+use crate::batch::{share_limit, to_host, value_and_grad, PackedBatch};
 use crate::checkpoint::{self, TrainState};
 use crate::config::epoch_order;
 use crate::loss::{pair_losses, PairLogps, PairTargetTensors};
@@ -108,7 +108,7 @@ pub fn train(
 
     // 2. The policy on the autodiff device (LoRA adapters attached when configured).
     device.seed(cfg.seed);
-    let ad = device.clone().autodiff();
+    let ad = opts.autodiff(device);
     // `train()` moves the parameters onto autodiff with their configured require-grad state
     // (all trainable: full fine-tuning; LoRA below freezes the base again). `fork` alone would
     // keep them plain, i.e. constants.
@@ -154,7 +154,7 @@ pub fn train(
         let lr = cfg.lr_at(state.step, total);
 
         let t_step = Instant::now();
-        let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad, &plan)?;
+        let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad, &plan, &opts)?;
         let (grads, grad_norm) = optim::clip_global_norm(&policy, grads, cfg.max_grad_norm)?;
         policy = optim.step(lr, policy, grads);
         let secs = t_step.elapsed().as_secs_f64();
@@ -293,6 +293,7 @@ fn step_gradients(
     loss_cfg: &LossConfig,
     device: &Device,
     plan: &ShardPlan,
+    opts: &RunOptions,
 ) -> Result<(GradientsParams, StepAcc)> {
     let mut accum = GradientsAccumulator::<Llama>::new();
     let mut acc = StepAcc { examples: ids.len(), ..Default::default() };
@@ -304,8 +305,8 @@ fn step_gradients(
             .enumerate()
             .map(|(k, part)| {
                 let here = &plan.devices[k];
-                let ad = here.clone().autodiff();
-                let fork = policy.clone().fork(&ad);
+                let ad = opts.autodiff(here);
+                let fork = with_device_strategy(policy.clone().fork(&ad), &ad);
                 let (grads, part_acc) = shard_gradients(&fork, examples, refs, part, ids.len(), cfg, loss_cfg, &ad)?;
                 let grads = if *here == main { grads } else { grads.to_device(&main, &fork) };
                 Ok((grads, part_acc))
@@ -318,6 +319,24 @@ fn step_gradients(
         }
     }
     Ok((accum.grads(), acc))
+}
+
+/// `model` with every parameter carrying `device`'s gradient-checkpointing strategy. burn keeps a
+/// tensor's own autodiff context when it moves (`fork`), and `Module::train` and the optimiser
+/// give parameters the default strategy, so a model trained on a checkpointing device would mix
+/// strategies (a panic in the first op) without this.
+fn with_device_strategy(model: Llama, device: &Device) -> Llama {
+    struct Strategy(GradientCheckpointingStrategy);
+    impl ModuleMapper for Strategy {
+        fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+            let s = self.0;
+            param.map(|t| if t.is_autodiff() { t.with_gradient_checkpointing_strategy(s) } else { t })
+        }
+    }
+    match device.gradient_checkpointing_strategy() {
+        Some(s) if s != GradientCheckpointingStrategy::Disabled => model.map(&mut Strategy(s)),
+        _ => model,
+    }
 }
 
 /// Loss Σ_{i ∈ part} w_i ℓ_i / `step_examples` on `model` (each pair one row, prompt ++ chosen ++
@@ -341,32 +360,31 @@ fn shard_gradients(
     let batch = PackedBatch::pack_pairs(&pairs, cfg.max_len, PAD_ID, share_limit(model))
         .with_context(|| format!("batch starting at example {:?}", examples[part[0]].id))?;
     acc.tokens += batch.real_tokens;
-    // One forward for chosen and rejected together (one row per pair, prompt shared).
-    let logps = sequence_logps(model, &batch, device);
-    let policy_chosen = logps.clone().narrow(0, 0, b);
-    let x = if preference {
-        PairLogps {
-            policy_chosen,
-            policy_rejected: Some(logps.narrow(0, b, b)),
-            ref_chosen: Some(f32_tensor(part.iter().map(|&i| refs[i].chosen), device)),
-            ref_rejected: Some(f32_tensor(part.iter().map(|&i| refs[i].rejected.unwrap_or_default()), device)),
-        }
-    } else {
-        PairLogps { policy_chosen, policy_rejected: None, ref_chosen: None, ref_rejected: None }
-    };
     let ex = |f: fn(&TrainExample) -> f64| f32_tensor(part.iter().map(|&i| f(&examples[i])), device);
-    let targets = PairTargetTensors { z: ex(|e| e.target), p_win: ex(|e| e.chosen_winrate), p_lose: ex(|e| e.rejected_winrate) };
-    let weights = ex(|e| e.weight);
-    let losses = pair_losses(loss_cfg, &x, &targets)?;
-    let loss = (losses * weights).sum().div_scalar(step_examples as f64);
-    let grads = loss.backward();
-    acc.loss += to_host(loss.detach())?[0];
+    // One forward for chosen and rejected together (one row per pair, prompt shared); the loss
+    // is a function of the sequence log-probs, differentiated with the head chunked.
+    let (loss, logps, grads) = value_and_grad(model, &batch, device, |logps| {
+        let policy_chosen = logps.clone().narrow(0, 0, b);
+        let x = if preference {
+            PairLogps {
+                policy_chosen,
+                policy_rejected: Some(logps.narrow(0, b, b)),
+                ref_chosen: Some(f32_tensor(part.iter().map(|&i| refs[i].chosen), device)),
+                ref_rejected: Some(f32_tensor(part.iter().map(|&i| refs[i].rejected.unwrap_or_default()), device)),
+            }
+        } else {
+            PairLogps { policy_chosen, policy_rejected: None, ref_chosen: None, ref_rejected: None }
+        };
+        let targets = PairTargetTensors { z: ex(|e| e.target), p_win: ex(|e| e.chosen_winrate), p_lose: ex(|e| e.rejected_winrate) };
+        let losses = pair_losses(loss_cfg, &x, &targets)?;
+        Ok((losses * ex(|e| e.weight)).sum().div_scalar(step_examples as f64))
+    })?;
+    acc.loss += to_host(loss)?[0];
     if preference {
-        let pc = to_host(x.policy_chosen.detach())?;
-        let pr = to_host(x.policy_rejected.map(|t| t.detach()).context("rejected log-probs")?)?;
+        let lp = to_host(logps)?;
         for (k, &i) in part.iter().enumerate() {
-            let a = pc[k] - refs[i].chosen;
-            let bb = pr[k] - refs[i].rejected.unwrap_or_default();
+            let a = lp[k] - refs[i].chosen;
+            let bb = lp[b + k] - refs[i].rejected.unwrap_or_default();
             acc.sum_a += a;
             acc.sum_b += bb;
             if a > bb {

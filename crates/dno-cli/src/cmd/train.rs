@@ -87,6 +87,14 @@ pub struct Args {
     /// the CPU; 1 on a GPU]. Each shard holds a full set of gradients until they are summed.
     #[arg(long, conflicts_with = "devices")]
     pub shards: Option<usize>,
+    /// Recompute element-wise activations in the backward pass instead of keeping them (burn's
+    /// balanced gradient checkpointing): same results, less memory, more compute.
+    #[arg(long)]
+    pub gradient_checkpointing: bool,
+    /// Print the estimated peak memory (weights, gradients, optimiser, activations) for this
+    /// model, batch, length and --gradient-checkpointing, then exit without training.
+    #[arg(long)]
+    pub dry_run: bool,
     /// Accepted for compatibility: a rerun of the same command always continues from
     /// OUT/checkpoint (same data order and optimiser state).
     #[arg(long, hide = true, conflicts_with = "force")]
@@ -137,10 +145,10 @@ fn encode(lm: &LoadedModel, system: Option<&str>, history: Option<&str>, prompt:
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let _lock = dno_data::lock_output(&a.out)?;
+    let _lock = if a.dry_run { None } else { Some(dno_data::lock_output(&a.out)?) };
     // A rerun of the same command continues from OUT/checkpoint (the trainer refuses, naming
     // what differs, when the config, model or examples changed); --force starts over.
-    if a.force {
+    if a.force && !a.dry_run {
         for sub in ["model", "model.tmp", "checkpoint", "checkpoint.old", "checkpoint.tmp"] {
             let p = a.out.join(sub);
             if p.exists() {
@@ -149,7 +157,7 @@ pub fn run(a: Args) -> Result<()> {
         }
     }
     let model_dir = a.out.join("model");
-    if model_dir.exists() && dno_train::checkpoint::load_state(&a.out)?.is_none() {
+    if model_dir.exists() && !a.dry_run && dno_train::checkpoint::load_state(&a.out)?.is_none() {
         bail!("{}: a trained model already exists, without a checkpoint to resume (pass --force to retrain)", model_dir.display());
     }
     let loss: dno_math::LossKind = a.loss.parse().map_err(|e| anyhow!("--loss: {e}"))?;
@@ -233,10 +241,24 @@ pub fn run(a: Args) -> Result<()> {
         bail!("{}: no training examples", inputs.first().map(|p| p.display().to_string()).unwrap_or_default());
     }
 
+    if a.dry_run {
+        let shards = a.shards.unwrap_or_else(|| if devices.len() > 1 { devices.len() } else { dno_model::device::data_parallel_shards(&device) });
+        let w = dno_train::memory::workload(&examples, &cfg, shards, a.gradient_checkpointing)?;
+        let e = dno_train::memory::estimate(&lm.config, &cfg, &w);
+        println!(
+            "estimated peak memory, f32, {} rows x {} tokens per micro-batch, {} shard(s), gradient checkpointing {}:",
+            w.rows,
+            w.width,
+            w.shards,
+            if w.gradient_checkpointing { "on" } else { "off" }
+        );
+        print!("{}", dno_train::memory::render(&e));
+        return Ok(());
+    }
     let total = cfg.total_steps(examples.len()) as u64;
     let pb = super::progress(total, "training");
     let mut ticker = super::Ticker::new(30);
-    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: true, model_fingerprint: Some(model_fp), stop: stop_flag(), devices: if devices.len() > 1 { devices } else { vec![] }, shards: a.shards }, |m| {
+    let outcome = dno_train::train(lm, examples, &cfg, &a.out, &device, RunOptions { resume: true, model_fingerprint: Some(model_fp), stop: stop_flag(), devices: if devices.len() > 1 { devices } else { vec![] }, shards: a.shards, gradient_checkpointing: a.gradient_checkpointing }, |m| {
         pb.set_position(m.step as u64);
         let acc = m.reward_accuracy.map(|x| format!(" acc {x:.2}")).unwrap_or_default();
         pb.set_message(format!("loss {:.4}{acc} gnorm {:.2} lr {:.2e} {:.0} tok/s", m.loss, m.grad_norm, m.lr, m.tokens_per_s));
