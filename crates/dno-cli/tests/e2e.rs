@@ -164,6 +164,7 @@ fn write_pairs(path: &Path, n: usize) {
         prompt_id: format!("p{i}"),
         prompt: format!("{i}+{}=", i % 7),
         system: None,
+        history: None,
         chosen: format!("{}", i + i % 7),
         rejected: format!("{}", i + i % 7 + 10),
         chosen_id: format!("c{i}"),
