@@ -91,6 +91,8 @@ pub fn read_provenance(path: &Path) -> Result<Option<Provenance>> {
 pub struct DatasetReader {
     dataset: Dataset,
     files: Vec<PathBuf>,
+    /// Schema version of each file (the current one for files without `dno` metadata).
+    versions: Vec<u32>,
     rows: u64,
 }
 
@@ -99,10 +101,13 @@ impl DatasetReader {
     pub fn open(dataset: Dataset, paths: &[PathBuf]) -> Result<Self> {
         let files = resolve_inputs(paths)?;
         let mut rows = 0;
+        let mut versions = Vec::with_capacity(files.len());
         for f in &files {
-            rows += check_file_schema(dataset, f)?;
+            let (n, v) = check_file_schema(dataset, f)?;
+            rows += n;
+            versions.push(v);
         }
-        Ok(DatasetReader { dataset, files, rows })
+        Ok(DatasetReader { dataset, files, versions, rows })
     }
 
     pub fn dataset(&self) -> Dataset {
@@ -110,6 +115,10 @@ impl DatasetReader {
     }
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+    /// Schema version of each file, in [`Self::files`] order.
+    pub fn versions(&self) -> &[u32] {
+        &self.versions
     }
     /// Row count from the footers.
     pub fn num_rows(&self) -> u64 {
@@ -126,7 +135,7 @@ impl DatasetReader {
             let mut row0 = 0u64;
             for batch in batches_of(self.dataset, file)? {
                 let batch = batch?;
-                check_nulls(self.dataset, file, &batch, row0)?;
+                check_nulls(self.dataset, self.versions[fi], file, &batch, row0)?;
                 check_unit_interval(self.dataset, file, &batch, row0)?;
                 let keys: Vec<&StringArray> = key_cols.iter().map(|k| string_col(&batch, k)).collect::<Result<_>>()?;
                 for i in 0..batch.num_rows() {
@@ -190,8 +199,9 @@ pub fn read_validated<T: Row>(paths: &[PathBuf]) -> Result<(DatasetReader, Vec<T
     Ok((reader, rows))
 }
 
-/// Check one file's footer, schema metadata and columns; returns its row count.
-fn check_file_schema(dataset: Dataset, file: &Path) -> Result<u64> {
+/// Check one file's footer, schema metadata and columns; returns its row count and schema
+/// version (the current one when the file has no `dno` metadata, e.g. one written by Polars).
+fn check_file_schema(dataset: Dataset, file: &Path) -> Result<(u64, u32)> {
     let f = File::open(file).with_context(|| format!("{}: cannot open", file.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| anyhow!("{}: not a valid Parquet file (truncated or corrupt?): {e}", file.display()))?;
@@ -201,18 +211,22 @@ fn check_file_schema(dataset: Dataset, file: &Path) -> Result<u64> {
         .key_value_metadata()
         .map(|kvs| kvs.iter().filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v))).collect())
         .unwrap_or_default();
+    let mut version = dataset.version();
     if let Some(name) = kv.get(META_SCHEMA) {
         if name != dataset.name() {
             bail!("{}: this is a '{name}' file, but a '{}' file was expected", file.display(), dataset.name());
         }
         let v = kv.get(META_VERSION).map(String::as_str).unwrap_or("?");
-        if v != dataset.version().to_string() {
-            bail!(
-                "{}: {} schema version {v} is not supported (this dno reads version {})",
-                file.display(),
-                dataset.name(),
-                dataset.version()
-            );
+        match v.parse::<u32>() {
+            Ok(n) if (dataset.min_version()..=dataset.version()).contains(&n) => version = n,
+            _ => {
+                let readable = if dataset.min_version() == dataset.version() {
+                    format!("version {}", dataset.version())
+                } else {
+                    format!("versions {} to {}", dataset.min_version(), dataset.version())
+                };
+                bail!("{}: {} schema version {v} is not supported (this dno reads {readable})", file.display(), dataset.name())
+            }
         }
     }
     let schema = builder.schema();
@@ -230,18 +244,18 @@ fn check_file_schema(dataset: Dataset, file: &Path) -> Result<u64> {
                     );
                 }
             }
-            Err(_) if c.optional => {}
+            Err(_) if c.may_be_absent(version) => {}
             Err(_) => bail!(
                 "{}: missing column '{}' (required by the {} schema v{}; found: {})",
                 file.display(),
                 c.name,
                 dataset.name(),
-                dataset.version(),
+                version,
                 schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
             ),
         }
     }
-    Ok(builder.metadata().file_metadata().num_rows() as u64)
+    Ok((builder.metadata().file_metadata().num_rows() as u64, version))
 }
 
 /// Record batches of one file, normalised to the dataset's canonical schema: known columns only,
@@ -279,8 +293,9 @@ fn normalise(dataset: Dataset, target: &SchemaRef, file: &Path, b: &RecordBatch)
     RecordBatch::try_new(target.clone(), cols).map_err(|e| anyhow!("{}: {e}", file.display()))
 }
 
-fn check_nulls(dataset: Dataset, file: &Path, b: &RecordBatch, row0: u64) -> Result<()> {
-    for c in dataset.columns().iter().filter(|c| !c.nullable) {
+fn check_nulls(dataset: Dataset, version: u32, file: &Path, b: &RecordBatch, row0: u64) -> Result<()> {
+    // A column newer than the file reads as null there: the reading stage handles that.
+    for c in dataset.columns().iter().filter(|c| !c.nullable && !c.may_be_absent(version)) {
         let a = b.column_by_name(c.name).expect("normalised batch has every column");
         if a.null_count() > 0 {
             let i = (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);
