@@ -296,7 +296,7 @@ const PAIRS: &[Column] = &[
     col("rejected", Utf8, false, "The dispreferred response (equal to `chosen` for SFT rows is not allowed; SFT reads only `chosen`)."),
     col("chosen_id", Utf8, false, "sample_id of the chosen response."),
     col("rejected_id", Utf8, false, "sample_id of the rejected response."),
-    col("target", Float64, false, "Soft label z in [0, 1] (Alg. 1: sigma(r(y1) - r(y2))); 1.0 for hard pairs."),
+    col("target", Float64, false, "Target z = P(chosen > rejected) the `dno` loss receives (Eq. 8), in [0, 1]: 1.0 for hard pairs (`dno-prct`, `max-min`); for `soft`, sigma(r(chosen) - r(rejected)) with the pair oriented so r(chosen) > r(rejected), hence z in (0.5, sigma(1) = 0.731]. Eq. 8's other orientation (rejected, chosen, 1 - z) has the same loss and gradients, so it is not stored."),
     col("chosen_winrate", Float64, false, "r_t(x, chosen): mean P(chosen > y') over judged opponents."),
     col("rejected_winrate", Float64, false, "r_t(x, rejected)."),
     col("weight", Float64, false, "Per-pair loss weight."),
