@@ -177,6 +177,8 @@ fn write_pairs(path: &Path, n: usize) {
         rejected_score: None,
         chosen_source: "policy".into(),
         rejected_source: "policy".into(),
+        chosen_finish_reason: Some("stop".into()),
+        rejected_finish_reason: Some("stop".into()),
         strategy: "max-min".into(),
         iteration: "iter-1".into(),
     }))

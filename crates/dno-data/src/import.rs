@@ -664,6 +664,9 @@ pub fn pairs<'a>(records: Records, iteration: &'a str) -> impl Iterator<Item = R
             rejected_score: rec.opt_float("score_rejected")?,
             chosen_source: "policy".into(),
             rejected_source: "policy".into(),
+            // Preference datasets hold complete answers: both responses ended their turn.
+            chosen_finish_reason: Some("stop".into()),
+            rejected_finish_reason: Some("stop".into()),
             strategy: "import".into(),
             iteration: iteration.to_string(),
         })

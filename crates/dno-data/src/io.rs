@@ -92,6 +92,8 @@ pub fn read_provenance(path: &Path) -> Result<Option<Provenance>> {
 pub struct DatasetReader {
     dataset: Dataset,
     files: Vec<PathBuf>,
+    /// Schema version of each file (the current one for files without `dno` metadata).
+    versions: Vec<u32>,
     rows: u64,
     file_rows: Vec<u64>,
     /// Set when the files are `--shard` outputs (see [`crate::shard`]).
@@ -123,13 +125,15 @@ impl DatasetReader {
         let files = resolve_inputs(paths)?;
         let mut file_rows = Vec::with_capacity(files.len());
         let mut metas = Vec::with_capacity(files.len());
+        let mut versions = Vec::with_capacity(files.len());
         for f in &files {
-            let (n, shard) = check_file_schema(dataset, f)?;
+            let (n, version, shard) = check_file_schema(dataset, f)?;
             file_rows.push(n);
+            versions.push(version);
             metas.push(shard.map(|v| parse_meta(f, &v)).transpose()?);
         }
         let shards = ShardSet::check(&files, metas, complete)?;
-        Ok(DatasetReader { dataset, files, rows: file_rows.iter().sum(), file_rows, shards })
+        Ok(DatasetReader { dataset, files, versions, rows: file_rows.iter().sum(), file_rows, shards })
     }
 
     /// The shard set, when the files are `--shard` outputs.
@@ -146,7 +150,7 @@ impl DatasetReader {
             return self;
         }
         let fi = keep[0];
-        DatasetReader { dataset: self.dataset, files: vec![self.files[fi].clone()], rows: self.file_rows[fi], file_rows: vec![self.file_rows[fi]], shards: Some(set.only_file(fi)) }
+        DatasetReader { dataset: self.dataset, files: vec![self.files[fi].clone()], versions: vec![self.versions[fi]], rows: self.file_rows[fi], file_rows: vec![self.file_rows[fi]], shards: Some(set.only_file(fi)) }
     }
 
     pub fn dataset(&self) -> Dataset {
@@ -154,6 +158,10 @@ impl DatasetReader {
     }
     pub fn files(&self) -> &[PathBuf] {
         &self.files
+    }
+    /// Schema version of each file, in [`Self::files`] order.
+    pub fn versions(&self) -> &[u32] {
+        &self.versions
     }
     /// Row count from the footers.
     pub fn num_rows(&self) -> u64 {
@@ -170,7 +178,7 @@ impl DatasetReader {
             let mut row0 = 0u64;
             for batch in batches_of(self.dataset, file)? {
                 let batch = batch?;
-                check_nulls(self.dataset, file, &batch, row0)?;
+                check_nulls(self.dataset, self.versions[fi], file, &batch, row0)?;
                 check_unit_interval(self.dataset, file, &batch, row0)?;
                 check_history(self.dataset, file, &batch, row0)?;
                 if let Some(set) = &self.shards {
@@ -268,9 +276,10 @@ pub fn read_validated<T: Row>(paths: &[PathBuf]) -> Result<(DatasetReader, Vec<T
     Ok((reader, rows))
 }
 
-/// Check one file's footer, schema metadata and columns; returns its row count and its
-/// `dno.shard` metadata, if any.
-fn check_file_schema(dataset: Dataset, file: &Path) -> Result<(u64, Option<String>)> {
+/// Check one file's footer, schema metadata and columns; returns its row count, its schema
+/// version (the current one when the file has no `dno` metadata, e.g. one written by Polars) and
+/// its `dno.shard` metadata, if any.
+fn check_file_schema(dataset: Dataset, file: &Path) -> Result<(u64, u32, Option<String>)> {
     let f = File::open(file).with_context(|| format!("{}: cannot open", file.display()))?;
     let builder = ParquetRecordBatchReaderBuilder::try_new(f)
         .map_err(|e| anyhow!("{}: not a valid Parquet file (truncated or corrupt?): {e}", file.display()))?;
@@ -280,18 +289,22 @@ fn check_file_schema(dataset: Dataset, file: &Path) -> Result<(u64, Option<Strin
         .key_value_metadata()
         .map(|kvs| kvs.iter().filter_map(|kv| kv.value.clone().map(|v| (kv.key.clone(), v))).collect())
         .unwrap_or_default();
+    let mut version = dataset.version();
     if let Some(name) = kv.get(META_SCHEMA) {
         if name != dataset.name() {
             bail!("{}: this is a '{name}' file, but a '{}' file was expected", file.display(), dataset.name());
         }
         let v = kv.get(META_VERSION).map(String::as_str).unwrap_or("?");
-        if !v.parse::<u32>().is_ok_and(|v| (dataset.min_version()..=dataset.version()).contains(&v)) {
-            let reads = if dataset.min_version() == dataset.version() {
-                format!("version {}", dataset.version())
-            } else {
-                format!("versions {} to {}", dataset.min_version(), dataset.version())
-            };
-            bail!("{}: {} schema version {v} is not supported (this dno reads {reads})", file.display(), dataset.name());
+        match v.parse::<u32>() {
+            Ok(n) if (dataset.min_version()..=dataset.version()).contains(&n) => version = n,
+            _ => {
+                let readable = if dataset.min_version() == dataset.version() {
+                    format!("version {}", dataset.version())
+                } else {
+                    format!("versions {} to {}", dataset.min_version(), dataset.version())
+                };
+                bail!("{}: {} schema version {v} is not supported (this dno reads {readable})", file.display(), dataset.name())
+            }
         }
     }
     let schema = builder.schema();
@@ -309,18 +322,18 @@ fn check_file_schema(dataset: Dataset, file: &Path) -> Result<(u64, Option<Strin
                     );
                 }
             }
-            Err(_) if c.optional => {}
+            Err(_) if c.may_be_absent(version) => {}
             Err(_) => bail!(
                 "{}: missing column '{}' (required by the {} schema v{}; found: {})",
                 file.display(),
                 c.name,
                 dataset.name(),
-                dataset.version(),
+                version,
                 schema.fields().iter().map(|f| f.name().as_str()).collect::<Vec<_>>().join(", ")
             ),
         }
     }
-    Ok((builder.metadata().file_metadata().num_rows() as u64, kv.get(META_SHARD).cloned()))
+    Ok((builder.metadata().file_metadata().num_rows() as u64, version, kv.get(META_SHARD).cloned()))
 }
 
 /// Record batches of one file, normalised to the dataset's canonical schema: known columns only,
@@ -384,8 +397,9 @@ fn check_history(dataset: Dataset, file: &Path, b: &RecordBatch, row0: u64) -> R
     Ok(())
 }
 
-fn check_nulls(dataset: Dataset, file: &Path, b: &RecordBatch, row0: u64) -> Result<()> {
-    for c in dataset.columns().iter().filter(|c| !c.nullable) {
+fn check_nulls(dataset: Dataset, version: u32, file: &Path, b: &RecordBatch, row0: u64) -> Result<()> {
+    // A column newer than the file reads as null there: the reading stage handles that.
+    for c in dataset.columns().iter().filter(|c| !c.nullable && !c.may_be_absent(version)) {
         let a = b.column_by_name(c.name).expect("normalised batch has every column");
         if a.null_count() > 0 {
             let i = (0..a.len()).find(|&i| a.is_null(i)).unwrap_or(0);

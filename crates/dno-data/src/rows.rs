@@ -155,11 +155,41 @@ pub struct PairRow {
     pub rejected_score: Option<f64>,
     pub chosen_source: String,
     pub rejected_source: String,
+    /// How the chosen response ended (`stop`, `stop_string`, `length`, `reference`); `None` only
+    /// when read from a version-1 file, which lacks the column (see [`PairRow::ended`]).
+    #[serde(default)]
+    pub chosen_finish_reason: Option<String>,
+    #[serde(default)]
+    pub rejected_finish_reason: Option<String>,
     pub strategy: String,
     pub iteration: String,
 }
 impl Row for PairRow {
     const DATASET: Dataset = Dataset::Pairs;
+}
+impl PairRow {
+    /// Whether the chosen (`chosen = true`) or rejected response ended, i.e. should be followed
+    /// by the end-of-turn marker in training: every finish reason but `length` (cut off by the
+    /// token limit). `stop_string` counts as ended: the user's stop string marks where the
+    /// response ends. A missing reason (a version-1 file) and `unknown` (a v1 pair replayed into
+    /// a v2 file) count as ended, which is what every version before 2 did. Errors on any other
+    /// value.
+    pub fn ended(&self, chosen: bool) -> anyhow::Result<bool> {
+        let (col, v) = if chosen {
+            ("chosen_finish_reason", &self.chosen_finish_reason)
+        } else {
+            ("rejected_finish_reason", &self.rejected_finish_reason)
+        };
+        match v.as_deref() {
+            None | Some("stop" | "stop_string" | "reference" | "unknown") => Ok(true),
+            Some("length") => Ok(false),
+            Some(other) => anyhow::bail!(
+                "{col} '{other}' of pair {}/{} is not one of stop, stop_string, length, reference, unknown",
+                self.chosen_id,
+                self.rejected_id
+            ),
+        }
+    }
 }
 
 #[derive(Debug, Clone, PartialEq, Serialize, Deserialize)]

@@ -69,14 +69,28 @@ pub struct Column {
     pub nullable: bool,
     /// Columns that may be absent from an input file (they read as null / default).
     pub optional: bool,
+    /// The schema version that added the column. A file of an older (still readable) version may
+    /// lack it; it then reads as null, and the stage that reads it decides what that means.
+    pub since: u32,
     pub doc: &'static str,
 }
 
+impl Column {
+    /// Whether a file of schema version `file_version` may lack this column.
+    pub fn may_be_absent(&self, file_version: u32) -> bool {
+        self.optional || self.since > file_version
+    }
+}
+
 const fn col(name: &'static str, ty: ColType, nullable: bool, doc: &'static str) -> Column {
-    Column { name, ty, nullable, optional: false, doc }
+    Column { name, ty, nullable, optional: false, since: 1, doc }
 }
 const fn opt(name: &'static str, ty: ColType, doc: &'static str) -> Column {
-    Column { name, ty, nullable: true, optional: true, doc }
+    Column { name, ty, nullable: true, optional: true, since: 1, doc }
+}
+/// A non-null column added in schema version `since`: required in files of that version on.
+const fn added(since: u32, name: &'static str, ty: ColType, doc: &'static str) -> Column {
+    Column { name, ty, nullable: false, optional: false, since, doc }
 }
 
 use ColType::*;
@@ -204,14 +218,28 @@ impl Dataset {
         );
         s.push_str(&format!("{}\n\n", self.compat()));
         s.push_str(&format!("Unique key: `{}`.\n\n", self.key().join("`, `")));
+        if self.min_version() < self.version() {
+            s.push_str(&format!(
+                "Files of versions {} to {} are read; a column added in a later version than the file's may be absent from it (see its description).\n\n",
+                self.min_version(),
+                self.version()
+            ));
+        }
         s.push_str("| column | type | nullable | optional in input | description |\n|---|---|---|---|---|\n");
         for c in self.columns() {
+            let optional = if c.optional {
+                "yes".to_string()
+            } else if c.since > self.min_version() {
+                format!("no (added in v{}; absent from older files)", c.since)
+            } else {
+                "no".to_string()
+            };
             s.push_str(&format!(
                 "| `{}` | {} | {} | {} | {} |\n",
                 c.name,
                 c.ty.name(),
                 if c.nullable { "yes" } else { "no" },
-                if c.optional { "yes" } else { "no" },
+                optional,
                 c.doc
             ));
         }
@@ -275,6 +303,8 @@ const PREFERENCES: &[Column] = &[
     opt("raw", Utf8, "The raw judge output(s), for audit."),
 ];
 
+const FINISH_REASON_DOC: &str = "How the chosen response ended, copied from its sample: `stop` (EOS / end of turn), `stop_string` (cut at a user stop string), `length` (hit max new tokens) or `reference` (a gold answer); `unknown` for pairs replayed from a version-1 file. `dno train` appends the chat template's end-of-turn marker to every response except `length` ones. Version-1 files lack the column; `dno train` treats their responses as ended (it warns once).";
+
 const PAIRS: &[Column] = &[
     col("prompt_id", Utf8, false, "The prompt."),
     col("prompt", Utf8, false, "The user turn (the last one, for a conversation)."),
@@ -284,7 +314,7 @@ const PAIRS: &[Column] = &[
     col("rejected", Utf8, false, "The dispreferred response (equal to `chosen` for SFT rows is not allowed; SFT reads only `chosen`)."),
     col("chosen_id", Utf8, false, "sample_id of the chosen response."),
     col("rejected_id", Utf8, false, "sample_id of the rejected response."),
-    col("target", Float64, false, "Soft label z in [0, 1] (Alg. 1: sigma(r(y1) - r(y2))); 1.0 for hard pairs."),
+    col("target", Float64, false, "Target z = P(chosen > rejected) the `dno` loss receives (Eq. 8), in [0, 1]: 1.0 for hard pairs (`dno-prct`, `max-min`); for `soft`, sigma(r(chosen) - r(rejected)) with the pair oriented so r(chosen) > r(rejected), hence z in (0.5, sigma(1) = 0.731]. Eq. 8's other orientation (rejected, chosen, 1 - z) has the same loss and gradients, so it is not stored."),
     col("chosen_winrate", Float64, false, "r_t(x, chosen): mean P(chosen > y') over judged opponents."),
     col("rejected_winrate", Float64, false, "r_t(x, rejected)."),
     col("weight", Float64, false, "Per-pair loss weight."),
@@ -292,6 +322,8 @@ const PAIRS: &[Column] = &[
     opt("rejected_score", Float64, "Judge score of rejected."),
     col("chosen_source", Utf8, false, "`policy` or `reference`."),
     col("rejected_source", Utf8, false, "`policy` or `reference`."),
+    added(2, "chosen_finish_reason", Utf8, FINISH_REASON_DOC),
+    added(2, "rejected_finish_reason", Utf8, "The same for the rejected response."),
     col("strategy", Utf8, false, "Pairing strategy that produced the row (`dno-prct`, `max-min`, `soft`)."),
     col("iteration", Utf8, false, "Label of the data's iteration (for replayed pairs, the earlier one)."),
 ];

@@ -242,3 +242,60 @@ fn stable_hash_and_shards_are_stable() {
     });
     assert!(counts.iter().all(|&c| c > 200), "{counts:?}");
 }
+
+/// Pairs schema v2 added `chosen_finish_reason` / `rejected_finish_reason`: a version-1 file
+/// without them still reads (as `None`), a version-2 file (or one without dno metadata) must
+/// have them, and a null in a v2 file is named.
+#[test]
+fn pairs_version_1_files_without_finish_reasons_still_read() {
+    let d = tempfile::tempdir().unwrap();
+    let cols = |finish: Option<Vec<Option<&str>>>| {
+        let mut v: Vec<(&str, ArrayRef)> = Vec::new();
+        for c in Dataset::Pairs.columns() {
+            let a: ArrayRef = match (c.name, c.ty) {
+                ("chosen_finish_reason" | "rejected_finish_reason", _) => match &finish {
+                    Some(f) => Arc::new(StringArray::from(f.clone())),
+                    None => continue,
+                },
+                ("chosen_id", _) => Arc::new(StringArray::from(vec!["c1", "c2"])),
+                (_, schema::ColType::Utf8) => Arc::new(StringArray::from(vec!["x", "y"])),
+                (_, schema::ColType::Float64) => Arc::new(Float64Array::from(vec![1.0, 0.5])),
+                other => panic!("unexpected pairs column {other:?}"),
+            };
+            v.push((c.name, a));
+        }
+        batch(v)
+    };
+    let v1 = d.path().join("v1.parquet");
+    write_raw(&v1, cols(None), vec![(META_SCHEMA, "pairs"), (META_VERSION, "1")]);
+    let (r, rows) = read_validated::<PairRow>(&[v1]).unwrap();
+    assert_eq!(r.versions(), &[1]);
+    assert_eq!((rows[0].chosen_finish_reason.clone(), rows[1].rejected_finish_reason.clone()), (None, None));
+    assert!(rows[0].ended(true).unwrap() && rows[1].ended(false).unwrap());
+
+    let v2 = d.path().join("v2.parquet");
+    write_raw(&v2, cols(None), vec![(META_SCHEMA, "pairs"), (META_VERSION, "2")]);
+    let e = err_of::<PairRow>(&[v2]);
+    assert!(e.contains("missing column 'chosen_finish_reason' (required by the pairs schema v2"), "{e}");
+    let bare = d.path().join("bare.parquet");
+    write_raw(&bare, cols(None), vec![]);
+    assert!(err_of::<PairRow>(&[bare]).contains("missing column 'chosen_finish_reason'"));
+
+    let null = d.path().join("null.parquet");
+    write_raw(&null, cols(Some(vec![Some("stop"), None])), vec![(META_SCHEMA, "pairs"), (META_VERSION, "2")]);
+    let e = err_of::<PairRow>(&[null]);
+    assert!(e.contains("row 1: column 'chosen_finish_reason' is null"), "{e}");
+
+    let ok = d.path().join("ok.parquet");
+    write_raw(&ok, cols(Some(vec![Some("length"), Some("stop_string")])), vec![(META_SCHEMA, "pairs"), (META_VERSION, "2")]);
+    let (_, rows) = read_validated::<PairRow>(&[ok]).unwrap();
+    assert_eq!(rows[0].chosen_finish_reason.as_deref(), Some("length"));
+    assert!(!rows[0].ended(true).unwrap() && rows[1].ended(true).unwrap());
+    let mut bad = rows[0].clone();
+    bad.rejected_finish_reason = Some("eos".into());
+    assert!(bad.ended(false).unwrap_err().to_string().contains("rejected_finish_reason 'eos'"));
+
+    let v3 = d.path().join("v3.parquet");
+    write_raw(&v3, cols(Some(vec![Some("stop"), Some("stop")])), vec![(META_SCHEMA, "pairs"), (META_VERSION, "3")]);
+    assert!(err_of::<PairRow>(&[v3]).contains("pairs schema version 3 is not supported (this dno reads versions 1 to 2)"));
+}

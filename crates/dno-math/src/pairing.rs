@@ -903,6 +903,40 @@ mod tests {
         assert_eq!(pairs[0].targets(&cfg).p_lose, 0.5);
     }
 
+    /// What `--strategy soft` hands the `dno` loss with a 0/1 verifier and every pair judged (the
+    /// quickstart: K = 8, no reference): a correct sample beats each wrong one and ties the other
+    /// correct ones, so r⁺ − r⁻ = K / (2(K − 1)) whatever the number c of correct samples, and every
+    /// target is σ(4/7) ≈ 0.639. Pairs are oriented chosen ≥ rejected, so z never falls below ½;
+    /// Eq. 8's other orientation, (y⁻, y⁺, 1 − z), gives the same loss and gradients
+    /// (`loss::tests::dno_symmetries`), so one orientation per pair is the whole of Eq. 8.
+    #[test]
+    fn soft_targets_from_a_verifier_are_sigma_of_k_over_2k_minus_2() {
+        use crate::{Judgment, PreferenceMatrix};
+        let k = 8;
+        let ids: Vec<String> = (0..k).map(|i| format!("s{i}")).collect();
+        let cfg = PairingConfig::with_strategy(PairingStrategy::Soft);
+        for correct in 1..k {
+            let ok = |i: usize| i < correct;
+            let mut js = Vec::new();
+            for i in 0..k {
+                for j in i + 1..k {
+                    let p_a = if ok(i) == ok(j) { 0.5 } else if ok(i) { 1.0 } else { 0.0 };
+                    js.push(Judgment { sample_a: ids[i].clone(), sample_b: ids[j].clone(), p_a });
+                }
+            }
+            let w: Vec<Option<f64>> = PreferenceMatrix::from_judgments(&ids, &js).unwrap().win_rates().into_iter().map(|r| r.win_rate).collect();
+            let c: Vec<Candidate> = ids.iter().map(|i| cand(i, false, false, None)).collect();
+            let pairs = pair_prompt("p", &c, Some(&w), &cfg, &mut PairingSummary::default()).unwrap();
+            assert_eq!(pairs.len(), correct * (k - correct));
+            for p in &pairs {
+                assert!(p.chosen_value > p.rejected_value);
+                assert!((p.margin - 4.0 / 7.0).abs() < 1e-12, "c={correct}: margin {}", p.margin);
+                assert!((p.target - sigmoid(4.0 / 7.0)).abs() < 1e-12);
+            }
+        }
+        assert!((sigmoid(4.0 / 7.0) - 0.6391).abs() < 1e-4);
+    }
+
     #[test]
     fn min_margin_and_cap_are_deterministic() {
         let cfg = PairingConfig {

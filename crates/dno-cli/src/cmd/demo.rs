@@ -67,8 +67,9 @@ fn normal(rng: &mut Rng, std: f32) -> f32 {
 }
 
 const EOS: &str = "<|endoftext|>";
-/// The chat template: the user turn followed by "=" (so a prompt renders as "12+34=").
-const TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'user' %}{{ message['content'] }}{% endif %}{% endfor %}{% if add_generation_prompt %}={% endif %}";
+/// The chat template: the user turn followed by "=" (so a prompt renders as "12+34="); an
+/// assistant turn is "=" + answer + EOS, so `dno train` ends answers with the EOS token.
+const TEMPLATE: &str = "{% for message in messages %}{% if message['role'] == 'user' %}{{ message['content'] }}{% elif message['role'] == 'assistant' %}={{ message['content'] }}{{ eos_token }}{% endif %}{% endfor %}{% if add_generation_prompt %}={% endif %}";
 
 /// GPT-2's byte-to-unicode table, so every byte is one token of a byte-level BPE without merges.
 fn byte_chars() -> Vec<char> {

@@ -111,7 +111,24 @@ pub fn run(a: Args) -> Result<()> {
     let (prefs_reader, prefs) = read_validated::<PreferenceRow>(&a.preferences)?;
     let mut history = Vec::new();
     for (p, _) in &replays {
-        history.push(read_validated::<PairRow>(std::slice::from_ref(p))?.1);
+        let mut rows = read_validated::<PairRow>(std::slice::from_ref(p))?.1;
+        // A version-1 pairs file did not record how its responses ended.
+        let mut unknown = 0;
+        for r in &mut rows {
+            for f in [&mut r.chosen_finish_reason, &mut r.rejected_finish_reason] {
+                if f.is_none() {
+                    *f = Some("unknown".to_string());
+                    unknown += 1;
+                }
+            }
+        }
+        if unknown > 0 {
+            log::warn!(
+                "{}: a version-1 pairs file without finish reasons; its replayed responses get finish reason `unknown`, which dno train treats as ended",
+                p.display()
+            );
+        }
+        history.push(rows);
     }
 
     let mut by_id: HashMap<&str, &SampleRow> = HashMap::with_capacity(samples.len());
@@ -188,6 +205,8 @@ pub fn run(a: Args) -> Result<()> {
                 rejected_score: scores.get(r.sample_id.as_str()).copied(),
                 chosen_source: c.source.clone(),
                 rejected_source: r.source.clone(),
+                chosen_finish_reason: Some(c.finish_reason.clone()),
+                rejected_finish_reason: Some(r.finish_reason.clone()),
                 strategy: strategy.as_str().to_string(),
                 iteration: iteration.clone(),
             });

@@ -16,7 +16,7 @@ pub fn run(a: Args) -> Result<()> {
             .name
             .columns()
             .iter()
-            .map(|c| serde_json::json!({"name": c.name, "type": c.ty.name(), "nullable": c.nullable, "optional": c.optional, "doc": c.doc}))
+            .map(|c| serde_json::json!({"name": c.name, "type": c.ty.name(), "nullable": c.nullable, "optional": c.optional, "since": c.since, "doc": c.doc}))
             .collect();
         let v = serde_json::json!({"schema": a.name.name(), "version": a.name.version(), "key": a.name.key(), "columns": cols});
         println!("{}", serde_json::to_string_pretty(&v)?);

@@ -133,15 +133,12 @@ fn stop_flag() -> Arc<AtomicBool> {
     flag
 }
 
-/// Tokenise prompt (through the chat template) and response (+ EOS, so the model learns to stop).
-fn encode(lm: &LoadedModel, system: Option<&str>, history: Option<&str>, prompt: &str, response: &str) -> Result<(Vec<u32>, Vec<u32>)> {
-    let text = super::render_prompt(&lm.chat, system, history, prompt)?;
-    let p = lm.tokenizer.encode(&text, false)?;
-    let mut r = lm.tokenizer.encode(response, false)?;
-    if let Some(&eos) = lm.tokenizer.eos_ids.first() {
-        r.push(eos);
-    }
-    Ok((p, r))
+/// Tokenise prompt (the whole conversation, through the chat template) and response; a response
+/// that `ended` is closed with the template's end-of-turn marker (`dno_model::chat::encode_for_training`).
+fn encode(lm: &LoadedModel, system: Option<&str>, history: Option<&str>, prompt: &str, response: &str, ended: bool) -> Result<(Vec<u32>, Vec<u32>)> {
+    let turns = dno_data::conversation(system, history, prompt)?;
+    let messages: Vec<(&str, &str)> = turns.iter().map(|t| (t.role.as_str(), t.content.as_str())).collect();
+    dno_model::chat::encode_for_training(&lm.tokenizer, &lm.chat, &messages, response, ended)
 }
 
 pub fn run(a: Args) -> Result<()> {
@@ -188,6 +185,14 @@ pub fn run(a: Args) -> Result<()> {
     // Validate inputs before loading the model.
     let (inputs, pairs, prompts): (Vec<PathBuf>, Vec<PairRow>, Vec<PromptRow>) = if !a.pairs.is_empty() {
         let (r, rows) = read_validated::<PairRow>(&a.pairs)?;
+        let old: Vec<&PathBuf> = r.files().iter().zip(r.versions()).filter(|(_, &v)| v < 2).map(|(f, _)| f).collect();
+        if let Some(f) = old.first() {
+            log::warn!(
+                "{} ({} more v1 file(s)): pairs schema v1 records no finish reasons; their responses are all treated as ended (closed with the end-of-turn marker), as before v2",
+                f.display(),
+                old.len() - 1
+            );
+        }
         (r.files().to_vec(), rows, vec![])
     } else {
         if loss != dno_math::LossKind::Sft {
@@ -209,8 +214,13 @@ pub fn run(a: Args) -> Result<()> {
     for (i, p) in pairs.iter().enumerate() {
         let sys = p.system.as_deref().or(a.system.as_deref());
         let hist = p.history.as_deref();
-        let (pt, ct) = encode(&lm, sys, hist, &p.prompt, &p.chosen).with_context(|| format!("pairs row {i}"))?;
-        let rejected = if loss == dno_math::LossKind::Sft { None } else { Some(encode(&lm, sys, hist, &p.prompt, &p.rejected)?.1) };
+        let row = || format!("pairs row {i}");
+        let (pt, ct) = encode(&lm, sys, hist, &p.prompt, &p.chosen, p.ended(true).with_context(row)?).with_context(row)?;
+        let rejected = if loss == dno_math::LossKind::Sft {
+            None
+        } else {
+            Some(encode(&lm, sys, hist, &p.prompt, &p.rejected, p.ended(false).with_context(row)?).with_context(row)?.1)
+        };
         examples.push(TrainExample {
             id: format!("{}|{}|{}", p.chosen_id, p.rejected_id, p.iteration),
             prompt_tokens: pt,
@@ -224,7 +234,8 @@ pub fn run(a: Args) -> Result<()> {
     }
     for (i, p) in prompts.iter().enumerate() {
         let reference = p.reference.as_deref().ok_or_else(|| anyhow!("prompts row {i} ('{}'): no `reference` to train on", p.prompt_id))?;
-        let (pt, ct) = encode(&lm, p.system.as_deref().or(a.system.as_deref()), p.history.as_deref(), &p.prompt, reference)
+        // A reference answer is complete: it ends its turn.
+        let (pt, ct) = encode(&lm, p.system.as_deref().or(a.system.as_deref()), p.history.as_deref(), &p.prompt, reference, true)
             .with_context(|| format!("prompts row {i} ('{}')", p.prompt_id))?;
         examples.push(TrainExample {
             id: p.prompt_id.clone(),
