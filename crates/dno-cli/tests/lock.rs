@@ -18,6 +18,7 @@ fn samples(n: usize, k: usize) -> Vec<SampleRow> {
                 sample_id: format!("p{p}-s{j}"),
                 prompt: format!("question {p}"),
                 system: None,
+                history: None,
                 answer: None,
                 response: format!("answer {j} <<q={j}>>"),
                 source: "policy".into(),

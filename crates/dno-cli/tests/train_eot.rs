@@ -121,6 +121,7 @@ fn sample(id: &str, response: &str, finish: &str) -> SampleRow {
         sample_id: id.into(),
         prompt: "question".into(),
         system: None,
+        history: None,
         answer: None,
         response: response.into(),
         source: if finish == "reference" { "reference" } else { "policy" }.into(),

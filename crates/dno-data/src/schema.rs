@@ -139,8 +139,11 @@ impl Dataset {
     /// How older versions read, for the schema document.
     fn compat(self) -> &'static str {
         match self {
-            Dataset::Prompts | Dataset::Samples | Dataset::Pairs => {
+            Dataset::Prompts | Dataset::Samples => {
                 "Reads versions 1 and 2. Version 1 has no `history` column; its rows read as single-turn (`history` null)."
+            }
+            Dataset::Pairs => {
+                "Reads versions 1 and 2. Version 1 has no `history` column (its rows read as single-turn) and no `chosen_finish_reason` / `rejected_finish_reason` (`dno train` treats its responses as ended, and warns once)."
             }
             _ => "Reads version 1.",
         }
