@@ -21,6 +21,7 @@ fn sample(pid: &str, idx: i32, response: &str, answer: Option<&str>, reference: 
         prompt: format!("question {pid}"),
         system: None,
         answer: answer.map(String::from),
+        constraints: None,
         response: response.into(),
         source: if reference { "reference" } else { "policy" }.into(),
         policy: "test".into(),

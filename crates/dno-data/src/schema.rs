@@ -137,7 +137,7 @@ impl Dataset {
         match self {
             Dataset::Preferences => &["p_a", "p_ab", "p_ba"],
             Dataset::Pairs => &["target", "chosen_winrate", "rejected_winrate"],
-            Dataset::Eval => &["p_candidate", "p_candidate_first", "p_candidate_second"],
+            Dataset::Eval => &["p_candidate", "p_candidate_first", "p_candidate_second", "candidate_constraints", "baseline_constraints"],
             _ => &[],
         }
     }
@@ -217,6 +217,7 @@ const PROMPTS: &[Column] = &[
     opt("system", Utf8, "Optional system message for the chat template."),
     opt("reference", Utf8, "A gold/teacher answer (a candidate with `--include-reference`, or an eval baseline)."),
     opt("answer", Utf8, "Ground truth for verifier oracles."),
+    opt("constraints", Utf8, "Instruction-following constraints as a JSON array, checked by `--verify constraints` and `dno eval` (see schemas/constraints.md)."),
 ];
 
 const SAMPLES: &[Column] = &[
@@ -225,6 +226,7 @@ const SAMPLES: &[Column] = &[
     col("prompt", Utf8, false, "The user turn (copied so the file stands alone)."),
     opt("system", Utf8, "The system message used, if any."),
     opt("answer", Utf8, "Ground truth copied from the prompts file, for verifier oracles."),
+    opt("constraints", Utf8, "Constraints JSON copied from the prompts file (see schemas/constraints.md)."),
     col("response", Utf8, false, "The generated (or reference) response text."),
     col("source", Utf8, false, "`policy` for sampled responses, `reference` for the prompt's gold/teacher answer."),
     col("policy", Utf8, false, "Which model or iteration produced it."),
@@ -280,6 +282,8 @@ const EVAL: &[Column] = &[
     col("baseline_len", Int64, false, "Baseline length in characters."),
     opt("candidate_correct", Bool, "Candidate matches `answer` (verifier), when known."),
     opt("baseline_correct", Bool, "Baseline matches `answer`, when known."),
+    opt("candidate_constraints", Float64, "Fraction of the prompt's constraints the candidate meets, when the prompt has constraints."),
+    opt("baseline_constraints", Float64, "Fraction of the prompt's constraints the baseline meets."),
     col("judge", Utf8, false, "Oracle identity."),
 ];
 

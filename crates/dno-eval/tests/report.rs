@@ -2,7 +2,7 @@
 
 mod common;
 use common::*;
-use dno_eval::{render_report, summarize, Comparison, EvalOptions, EvalSummary};
+use dno_eval::{render_report, render_svg, summarize, tick_decimals, Comparison, EvalOptions, EvalSummary, ReportEntry};
 
 /// Minimal XML well-formedness check: skips the prolog, comments and CDATA, honours quoted
 /// attribute values, and checks that start/end tags nest and balance. Returns the element
@@ -132,11 +132,11 @@ fn iteration(seed: u64, q: f64, len_shift: usize) -> EvalSummary {
     .unwrap()
 }
 
-fn fixture() -> Vec<(String, EvalSummary)> {
+fn fixture() -> Vec<ReportEntry> {
     vec![
-        ("iter0 (SFT)".to_string(), iteration(1, 0.5, 0)),
-        ("iter1".to_string(), iteration(2, 0.6, 60)),
-        ("iter2 <lr&β>".to_string(), iteration(3, 0.68, 150)),
+        ReportEntry::new("iter0 (SFT)", "run <lr&β>", 1, iteration(1, 0.5, 0)),
+        ReportEntry::new("iter1", "run <lr&β>", 2, iteration(2, 0.6, 60)),
+        ReportEntry::new("iter2 <lr&β>", "run <lr&β>", 3, iteration(3, 0.68, 150)),
     ]
 }
 
@@ -162,7 +162,8 @@ fn report_renders_for_three_iterations() {
         rows[0].matches('|').count(),
         "column count"
     );
-    for (row, (_, s)) in rows.iter().zip(&iters) {
+    for (row, e) in rows.iter().zip(&iters) {
+        let s = &e.summary;
         assert!(
             row.contains(&format!(
                 "{:.1} ± {:.1}",
@@ -213,25 +214,19 @@ fn report_renders_for_three_iterations() {
         .count();
     // win-rate, LC (dashed: several segments), 2 length series, CI whiskers, legend samples.
     assert!(polylines >= 4, "only {polylines} polyline/path elements");
-    assert!(
-        names.iter().any(|n| n == "polygon"),
-        "CI band polygon missing"
-    );
-    assert!(svg.contains("iter1"), "x-axis label missing");
-    assert!(
-        svg.contains("iter2 &lt;lr&amp;β&gt;"),
-        "label not XML-escaped"
-    );
-    assert!(svg.contains("Win-rate vs baseline"));
+    assert!(svg.contains("0 (π₁)"), "x-axis label of π₁ missing");
+    assert!(svg.contains("run &lt;lr&amp;β&gt;"), "series name not XML-escaped");
+    assert!(svg.contains("Win-rate vs π₁"));
+    assert!(svg.contains("Accuracy (%)"), "accuracy panel missing");
     assert!(svg.contains("Mean response length"));
-    assert!(svg.contains("LC win-rate") && svg.contains("baseline"));
+    assert!(svg.contains("length-controlled"));
     assert!(!svg.contains("NaN"));
 }
 
 #[test]
 fn report_renders_for_a_single_iteration_and_rejects_bad_input() {
     let dir = tempfile::tempdir().unwrap();
-    let one = vec![("only".to_string(), iteration(5, 0.55, 10))];
+    let one = vec![ReportEntry::new("only", "run", 1, iteration(5, 0.55, 10))];
     let files = render_report(&one, dir.path()).unwrap();
     let svg = std::fs::read_to_string(&files.svg_path).unwrap();
     check_xml(&svg).unwrap();
@@ -241,7 +236,7 @@ fn report_renders_for_a_single_iteration_and_rejects_bad_input() {
 
     let mut bad = iteration(6, 0.5, 0);
     bad.lc_win_rate = f64::NAN;
-    let err = render_report(&[("it-bad".to_string(), bad)], dir.path())
+    let err = render_report(&[ReportEntry::new("it-bad", "run", 1, bad)], dir.path())
         .unwrap_err()
         .to_string();
     assert!(
@@ -263,7 +258,7 @@ fn warnings_and_notes_appear_in_markdown() {
     let mut s = iteration(7, 0.5, 0);
     s.lc_warning = Some("planted warning".into());
     s.notes.push("planted note".into());
-    let md = dno_eval::render_markdown(&[("w|x".to_string(), s)]);
+    let md = dno_eval::render_markdown(&[ReportEntry::new("w|x", "run", 1, s)]);
     assert!(md.contains("## Warnings"));
     assert!(md.contains("**w\\|x**: planted warning"), "{md}");
     assert!(md.contains("planted note"));

@@ -207,6 +207,7 @@ fn init(a: InitArgs) -> Result<()> {
                 system: None,
                 reference: Some((x + y).to_string()),
                 answer: Some((x + y).to_string()),
+                constraints: None,
             };
         }
     };

@@ -32,6 +32,10 @@ pub struct ImportArgs {
     /// Field holding ground truth for verifiers (the `answer` column).
     #[arg(long)]
     pub answer_field: Option<String>,
+    /// Field holding instruction-following constraints (the `constraints` column): a JSON array,
+    /// or a string holding one (see schemas/constraints.md); validated on import.
+    #[arg(long)]
+    pub constraints_field: Option<String>,
     /// Field holding a system message.
     #[arg(long)]
     pub system_field: Option<String>,
@@ -136,12 +140,19 @@ fn import(a: ImportArgs) -> Result<()> {
         if let Some(first) = seen.insert(id.clone(), n) {
             bail!("{input}: line {n}: duplicate prompt_id '{id}' (first on line {first})");
         }
+        let constraints = get(&rec, &a.constraints_field, n, "constraints")?;
+        if let Some(c) = &constraints {
+            if let Err(e) = dno_oracle::constraints::parse(c) {
+                bail!("{input}: line {n}: prompt '{id}': field '{}': {e:#}", a.constraints_field.as_deref().unwrap_or(""));
+            }
+        }
         writer.write(PromptRow {
             prompt_id: id,
             prompt,
             system: get(&rec, &a.system_field, n, "system")?,
             reference: get(&rec, &a.reference_field, n, "reference")?,
             answer: get(&rec, &a.answer_field, n, "answer")?,
+            constraints,
         })?;
     }
     if writer.rows_written() == 0 {
