@@ -340,38 +340,55 @@ fn draw_marker(chart: &mut Chart<'_, '_>, kind: usize, (x, y): (f64, f64), size:
     Ok(())
 }
 
-/// Draws one series' line (dashed when `dashed`) and its markers (not on π₁'s point, which is
-/// drawn once as a black dot), and registers its legend entry when `legend`.
-fn draw_line<'a, 'b>(chart: &mut Chart<'a, 'b>, s: &Series<'_>, pts: &[(f64, f64)], dashed: bool, legend: bool) -> Result<()> {
+/// Draws one series' line (dashed when `dashed`, and for a single-round run) and its markers
+/// (not on π₁'s point, which is drawn once as a black dot).
+fn draw_line(chart: &mut Chart<'_, '_>, s: &Series<'_>, pts: &[(f64, f64)], dashed: bool) -> Result<()> {
     let color = s.color;
     let width = if dashed { 1 } else { 2 };
-    let marker = s.marker;
-    let anno = if dashed || s.single() {
-        chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 7, 4, color.stroke_width(width))).map_err(plot_err)?
+    if dashed || s.single() {
+        chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 7, 4, color.stroke_width(width))).map_err(plot_err)?;
     } else {
-        chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(width))).map_err(plot_err)?
-    };
-    if legend {
-        let label = if s.single() { format!("{} (one round)", s.name) } else { s.name.to_string() };
-        anno.label(label).legend(move |(x, y)| -> DynElement<'static, SVGBackend<'b>, (i32, i32)> {
-            let style = color.filled();
-            let at = EmptyElement::at((x + 10, y)) + PathElement::new(vec![(-10, 0), (10, 0)], color.stroke_width(2));
-            match marker {
-                0 => (at + Circle::new((0, 0), 4, style)).into_dyn(),
-                1 => (at + TriangleMarker::new((0, 0), 6, style)).into_dyn(),
-                2 => (at + Rectangle::new([(-4, -4), (4, 4)], style)).into_dyn(),
-                _ => (at + Cross::new((0, 0), 5, color.stroke_width(3))).into_dyn(),
-            }
-        });
+        chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(width))).map_err(plot_err)?;
     }
     let size = if s.single() { 6 } else { 4 };
     for &p in pts.iter().skip(1) {
         if dashed {
             chart.draw_series(std::iter::once(Circle::new(p, 3, color.stroke_width(1)))).map_err(plot_err)?;
         } else {
-            draw_marker(chart, marker, p, size, color)?;
+            draw_marker(chart, s.marker, p, size, color)?;
         }
     }
+    Ok(())
+}
+
+/// The legend strip above the panels: each run's colour, marker and name, then π₁.
+fn draw_legend(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, series: &[Series<'_>]) -> Result<()> {
+    let font = ("sans-serif", 16).into_font();
+    let (mut x, y) = (70i32, 22i32);
+    let entry = |x0: i32, name: &str, color: RGBColor, marker: Option<usize>, dashed: bool| -> Result<i32> {
+        if dashed {
+            area.draw(&PathElement::new(vec![(x0, y), (x0 + 9, y)], color.stroke_width(2))).map_err(plot_err)?;
+            area.draw(&PathElement::new(vec![(x0 + 15, y), (x0 + 24, y)], color.stroke_width(2))).map_err(plot_err)?;
+        } else if marker.is_some() {
+            area.draw(&PathElement::new(vec![(x0, y), (x0 + 24, y)], color.stroke_width(2))).map_err(plot_err)?;
+        }
+        let style = color.filled();
+        let c = (x0 + 12, y);
+        match marker {
+            None => area.draw(&Circle::new(c, 5, style)).map_err(plot_err)?,
+            Some(0) => area.draw(&Circle::new(c, 4, style)).map_err(plot_err)?,
+            Some(1) => area.draw(&TriangleMarker::new(c, 6, style)).map_err(plot_err)?,
+            Some(2) => area.draw(&Rectangle::new([(c.0 - 4, c.1 - 4), (c.0 + 4, c.1 + 4)], style)).map_err(plot_err)?,
+            Some(_) => area.draw(&Cross::new(c, 5, color.stroke_width(3))).map_err(plot_err)?,
+        }
+        area.draw(&Text::new(name.to_string(), (x0 + 30, y - 8), font.clone())).map_err(plot_err)?;
+        Ok(x0 + 30 + 9 * name.chars().count() as i32 + 24)
+    };
+    for s in series {
+        let name = if s.single() { format!("{} (one round)", s.name) } else { s.name.to_string() };
+        x = entry(x, &name, s.color, Some(s.marker), s.single())?;
+    }
+    entry(x, "π₁ (iteration 0, the baseline)", RGBColor(0, 0, 0), None, false)?;
     Ok(())
 }
 
@@ -388,7 +405,7 @@ fn panel<'a, 'b>(
         .margin(12)
         .x_label_area_size(36)
         .y_label_area_size(56)
-        .build_cartesian_2d(IterationAxis { max: max_iter }, (ylo..yhi).into())
+        .build_cartesian_2d(IterationAxis { max: max_iter }, ylo..yhi)
         .map_err(plot_err)?;
     let d = tick_decimals(ylo, yhi);
     let y_fmt = move |v: &f64| format!("{v:.d$}");
@@ -413,16 +430,6 @@ fn panel<'a, 'b>(
         .draw()
         .map_err(plot_err)?;
     Ok(chart)
-}
-
-fn legend(chart: &mut Chart<'_, '_>, pos: SeriesLabelPosition) -> Result<()> {
-    chart
-        .configure_series_labels()
-        .position(pos)
-        .background_style(WHITE.mix(0.85))
-        .border_style(BLACK.mix(0.4))
-        .draw()
-        .map_err(plot_err)
 }
 
 fn pi1_dot(chart: &mut Chart<'_, '_>, y: f64) -> Result<()> {
@@ -451,9 +458,11 @@ pub fn render_svg(entries: &[ReportEntry]) -> Result<String> {
 
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (960, 380 * n_panels as u32)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (960, 44 + 360 * n_panels as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let panels = root.split_evenly((n_panels, 1));
+        let (top, rest) = root.split_vertically(44);
+        draw_legend(&top, &series)?;
+        let panels = rest.split_evenly((n_panels, 1));
 
         // Panel 1: win-rate (solid, CI whiskers) and LC win-rate (dashed); π₁ = 50%.
         let range = padded_range(
@@ -478,11 +487,10 @@ pub fn render_svg(entries: &[ReportEntry]) -> Result<String> {
                     PathElement::new(vec![(x, 100.0 * e.ci_low), (x, 100.0 * e.ci_high)], s.color.mix(0.5).stroke_width(2))
                 }))
                 .map_err(plot_err)?;
-            draw_line(&mut chart, s, &s.line(50.0, |e| Some(100.0 * e.win_rate)), false, true)?;
-            draw_line(&mut chart, s, &s.line(50.0, |e| Some(100.0 * e.lc_win_rate)), true, false)?;
+            draw_line(&mut chart, s, &s.line(50.0, |e| Some(100.0 * e.win_rate)), false)?;
+            draw_line(&mut chart, s, &s.line(50.0, |e| Some(100.0 * e.lc_win_rate)), true)?;
         }
         pi1_dot(&mut chart, 50.0)?;
-        legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
 
         // Panel 2 (optional): accuracy.
         if with_acc {
@@ -500,17 +508,16 @@ pub fn render_svg(entries: &[ReportEntry]) -> Result<String> {
             for s in &series {
                 if let Some(b) = accuracy(s.base()).1 {
                     let pts = s.line(100.0 * b, |e| accuracy(e).0.map(|v| 100.0 * v));
-                    draw_line(&mut chart, s, &pts, false, true)?;
+                    draw_line(&mut chart, s, &pts, false)?;
                     pi1_dot(&mut chart, 100.0 * b)?;
                 }
                 if let (false, Some(b)) = (answers, s.base().constraints_loose_baseline) {
                     let pts = s.line(100.0 * b, |e| e.constraints_loose_candidate.map(|v| 100.0 * v));
-                    draw_line(&mut chart, s, &pts, true, false)?;
+                    draw_line(&mut chart, s, &pts, true)?;
                     pi1_dot(&mut chart, 100.0 * b)?;
                 }
             }
-            legend(&mut chart, SeriesLabelPosition::UpperLeft)?;
-        }
+            }
 
         // Last panel: mean response length; π₁ = the baseline's mean length.
         let max_len = entries.iter().map(|e| e.summary.mean_len_candidate.max(e.summary.mean_len_baseline)).fold(0.0f64, f64::max);
@@ -518,10 +525,9 @@ pub fn render_svg(entries: &[ReportEntry]) -> Result<String> {
         let mut chart = panel(&panels[n_panels - 1], "Mean response length (characters)", "characters", (0.0, ymax), max_iter)?;
         for s in &series {
             let b = s.base().mean_len_baseline;
-            draw_line(&mut chart, s, &s.line(b, |e| Some(e.mean_len_candidate)), false, true)?;
+            draw_line(&mut chart, s, &s.line(b, |e| Some(e.mean_len_candidate)), false)?;
             pi1_dot(&mut chart, b)?;
         }
-        legend(&mut chart, SeriesLabelPosition::LowerRight)?;
 
         root.present().map_err(plot_err)?;
     }
