@@ -14,7 +14,8 @@
 #
 # Settings: pipelines/constraints.mk; environment variables override them (K, MAX_NEW, LR, ...),
 # plus N_TRAIN (prompts for all rounds, default 400), N_EVAL (default 128) and RUN.
-# Smoke test (minutes): N_TRAIN=6 N_EVAL=4 K=2 MAX_NEW=16 RUN=runs/constraints-smoke bash pipelines/recipe-constraints.sh
+# Smoke test (a few minutes): T=1 N_TRAIN=4 N_EVAL=2 K=4 MAX_NEW=16 RUN=runs/constraints-smoke bash pipelines/recipe-constraints.sh
+# (a round whose samples all tie gives no pairs, and `dno train` then stops with "no training examples").
 #
 # Time budget (designed for <= 90 min on 2 cores), from the README's measured figures: sampling
 # ~70 tok/s (SmolLM2 recipe, K = 4, batch 64), DPO training ~130 tok/s counting both sequences of a
@@ -32,6 +33,7 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 RUN="${RUN:-runs/constraints}"
+case "$RUN" in /*) ;; *) RUN="$(pwd)/$RUN" ;; esac
 N_TRAIN="${N_TRAIN:-400}"
 N_EVAL="${N_EVAL:-128}"
 export T="${T:-3}"
@@ -44,7 +46,7 @@ GGUF="${MODEL:-${DNO_MODELS:-$HOME/.cache/dno/models}/SmolLM2-135M-Instruct.Q4_1
 [ -f "$GGUF" ] || GGUF="$(scripts/fetch_smollm2.sh)"
 export MODEL="$GGUF"
 mkdir -p "$RUN"
-export DNO_BIN="$DNO" DNO_TIMINGS="$(pwd)/$RUN/timings.tsv"
+export DNO_BIN="$DNO" DNO_TIMINGS="$RUN/timings.tsv"
 TIMED="$(pwd)/pipelines/timed-dno.sh"
 MAKE=(make -s -f pipelines/Makefile CONFIG=pipelines/constraints.mk DNO="$TIMED")
 start=$(date +%s)
