@@ -14,9 +14,9 @@ EVAL_TEMPERATURE ?= 0
 ORACLE       ?= --oracle verifier --verify constraints
 EVAL_ORACLE  ?= $(ORACLE)
 # Fractions of constraints met are coarse (0, 1/3, 1/2, ...), so pairs are ranked by win-rate within
-# the prompt; one pair per prompt keeps the training budget (and time) bounded.
+# the prompt; one pair per prompt and at most 100 a round keep the training time bounded.
 STRATEGY     ?= dno-prct
-PAIR_FLAGS   ?= --basis win-rate --max-pairs-per-prompt 1
+PAIR_FLAGS   ?= --basis win-rate --max-pairs-per-prompt 1 --limit 100
 LOSS         ?= dpo
 ETA          ?= 0.1
 LR           ?= 1e-5

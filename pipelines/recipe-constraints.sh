@@ -24,11 +24,13 @@
 #     chunks 2-3: 267 x 4 = 1068 (chunk 1 is shared with DNO-Prct round 1), eval: pi_1 + 5 trained
 #     policies x 128 = 768 greedy; 3436 responses x <= 64 new tokens <= 220k tokens -> <= 52 min
 #     (about 45 min if 85% of responses hit the cap, as 69% hit 128 tokens in the SmolLM2 recipe);
-#   training: <= 133 pairs a round (one per prompt) x ~270 tokens (2 x (~75 prompt + ~60 response))
-#     = ~2.1 s a pair -> <= 4.7 min a round; DNO-Prct 3 rounds + soft 1 round + offline (<= the
-#     same pair count as DNO-Prct) <= 33 min; expect ~20 (prompts whose K samples tie give no pair);
-#   annotate / pair / eval / report: seconds; model loading ~25 commands x ~5 s = 2 min.
-#   Expected ~70 min, worst case ~88 min.
+#   training: <= 100 pairs a round (one per prompt, --limit 100) x ~270 tokens (2 x (~75 prompt +
+#     ~60 response)) = ~2.1 s a pair -> <= 3.5 min a round; DNO-Prct 3 rounds + soft 1 round +
+#     offline DPO (<= 300 pairs, DNO-Prct's count) <= 25 min; expect ~18 (prompts whose K samples
+#     tie give no pair); plus each train's fixed cost (load, HF export): 59 s measured in the smoke
+#     run on a machine loaded by other builds, so <= 5 min for the 5 trainings;
+#   annotate / pair / eval / report: seconds; model loading for ~10 sample commands: ~2 min.
+#   Expected ~70 min, worst case ~84 min.
 # NOT RUN YET at full size (only the smoke setting above); no figures are claimed for it.
 set -euo pipefail
 cd "$(dirname "$0")/.."

@@ -382,13 +382,13 @@ fn draw_legend(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, serie
             Some(_) => area.draw(&Cross::new(c, 5, color.stroke_width(3))).map_err(plot_err)?,
         }
         area.draw(&Text::new(name.to_string(), (x0 + 30, y - 8), font.clone())).map_err(plot_err)?;
-        Ok(x0 + 30 + 9 * name.chars().count() as i32 + 24)
+        Ok(x0 + 30 + 7 * name.chars().count() as i32 + 24)
     };
     for s in series {
         let name = if s.single() { format!("{} (one round)", s.name) } else { s.name.to_string() };
         x = entry(x, &name, s.color, Some(s.marker), s.single())?;
     }
-    entry(x, "π₁ (iteration 0, the baseline)", RGBColor(0, 0, 0), None, false)?;
+    entry(x, "π₁ (iteration 0: the baseline)", RGBColor(0, 0, 0), None, false)?;
     Ok(())
 }
 
