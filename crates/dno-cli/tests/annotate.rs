@@ -22,6 +22,7 @@ fn sample(pid: &str, idx: i32, response: &str, answer: Option<&str>, reference: 
         system: None,
         history: None,
         answer: answer.map(String::from),
+        constraints: None,
         response: response.into(),
         source: if reference { "reference" } else { "policy" }.into(),
         policy: "test".into(),

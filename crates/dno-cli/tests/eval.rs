@@ -21,6 +21,7 @@ fn row(p: &PromptRow, policy: &str, idx: i32, response: &str) -> SampleRow {
         system: p.system.clone(),
         history: p.history.clone(),
         answer: p.answer.clone(),
+        constraints: p.constraints.clone(),
         response: response.into(),
         source: if reference { "reference" } else { "policy" }.into(),
         policy: policy.into(),
@@ -183,7 +184,7 @@ fn judge_eval_both_orders_against_fake_server() {
     let server = rt.block_on(FakeServer::start(FakeConfig::default())).unwrap();
     let dir = tempfile::tempdir().unwrap();
     let prompts: Vec<PromptRow> = (0..4)
-        .map(|i| PromptRow { prompt_id: format!("q{i}"), prompt: format!("Task {i}"), system: None, history: None, reference: None, answer: None })
+        .map(|i| PromptRow { prompt_id: format!("q{i}"), prompt: format!("Task {i}"), system: None, history: None, reference: None, answer: None, constraints: None })
         .collect();
     // Candidate better on q0..q2 (quality 5 vs 1), worse on q3 (0 vs 3).
     let cq = [5, 5, 5, 0];
@@ -222,7 +223,7 @@ fn eval_input_errors() {
         let rows: Vec<SampleRow> = ids
             .iter()
             .map(|id| {
-                let p = PromptRow { prompt_id: id.to_string(), prompt: "x".into(), system: None, history: None, reference: None, answer: Some("1".into()) };
+                let p = PromptRow { prompt_id: id.to_string(), prompt: "x".into(), system: None, history: None, reference: None, answer: Some("1".into()), constraints: None };
                 row(&p, name, 0, "1")
             })
             .collect();

@@ -282,6 +282,17 @@ impl Record {
         }
     }
 
+    /// An optional JSON-valued field as text: a string is taken as it is (JSON already, e.g. a
+    /// CSV cell), an array or object is written as compact JSON.
+    fn opt_json_text(&self, field: &str) -> Result<Option<String>> {
+        match self.fields.get(field) {
+            None | Some(Value::Null) => Ok(None),
+            Some(Value::String(s)) => Ok(Some(s.clone())),
+            Some(v @ (Value::Array(_) | Value::Object(_))) => Ok(Some(serde_json::to_string(v)?)),
+            Some(other) => bail!("{}: field '{field}' must be JSON (an array, or a string holding one), not {}", self.loc, describe(other)),
+        }
+    }
+
     fn as_text(&self, field: &str, v: &Value, numbers: bool) -> Result<Option<String>> {
         match v {
             Value::Null => Ok(None),
@@ -396,6 +407,13 @@ pub struct PromptFields {
     pub system: Option<String>,
     pub reference: Option<String>,
     pub answer: Option<String>,
+    /// Instruction-following constraints (the `constraints` column): a JSON array, or a string
+    /// holding one.
+    pub constraints: Option<String>,
+    /// Checks each prompt's constraints text (the CLI passes the constraint oracle's parser;
+    /// dno-data does not know the constraint kinds). An error is reported with the record's
+    /// location and prompt id.
+    pub check_constraints: Option<fn(&str) -> Result<()>>,
 }
 
 /// The conversation of a prompt record, by the first shape that applies:
@@ -491,6 +509,19 @@ pub fn prompts(records: Records, f: &PromptFields) -> impl Iterator<Item = Resul
                 },
             }
         };
+        let constraints = match &f.constraints {
+            None => None,
+            Some(name) => {
+                if !rec.fields.contains_key(name) {
+                    bail!("{}: missing field '{name}' (given by --constraints-field)", rec.loc);
+                }
+                let c = rec.opt_json_text(name)?;
+                if let (Some(c), Some(check)) = (&c, f.check_constraints) {
+                    check(c).map_err(|e| anyhow!("{}: prompt '{prompt_id}': field '{name}': {e:#}", rec.loc))?;
+                }
+                c
+            }
+        };
         Ok(PromptRow {
             prompt_id,
             history: conv.history_json(),
@@ -498,6 +529,7 @@ pub fn prompts(records: Records, f: &PromptFields) -> impl Iterator<Item = Resul
             system: conv.system,
             reference: opt(&f.reference, "reference")?,
             answer: opt(&f.answer, "answer")?,
+            constraints,
         })
     })
 }
@@ -573,6 +605,7 @@ pub fn samples(records: Records, default_policy: &str) -> impl Iterator<Item = R
             prompt: conv.prompt,
             system: conv.system,
             answer: rec.opt_text("answer", true)?,
+            constraints: rec.opt_json_text("constraints")?,
             repetitive: rec.opt_bool("repetitive")?.unwrap_or_else(|| is_repetitive(&response)),
             response,
             source,

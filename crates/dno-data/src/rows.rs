@@ -73,6 +73,8 @@ pub struct PromptRow {
     pub reference: Option<String>,
     #[serde(default)]
     pub answer: Option<String>,
+    #[serde(default)]
+    pub constraints: Option<String>,
 }
 impl Row for PromptRow {
     const DATASET: Dataset = Dataset::Prompts;
@@ -90,6 +92,8 @@ pub struct SampleRow {
     pub history: Option<String>,
     #[serde(default)]
     pub answer: Option<String>,
+    #[serde(default)]
+    pub constraints: Option<String>,
     pub response: String,
     pub source: String,
     pub policy: String,
@@ -208,6 +212,10 @@ pub struct EvalRow {
     pub candidate_correct: Option<bool>,
     #[serde(default)]
     pub baseline_correct: Option<bool>,
+    #[serde(default)]
+    pub candidate_constraints: Option<f64>,
+    #[serde(default)]
+    pub baseline_constraints: Option<f64>,
     pub judge: String,
 }
 impl Row for EvalRow {

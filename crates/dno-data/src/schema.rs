@@ -124,7 +124,8 @@ impl Dataset {
     /// Bumped whenever a column is added, removed or changes meaning.
     pub fn version(self) -> u32 {
         match self {
-            // v2: the optional `history` column (earlier turns of a chat conversation).
+            // v2: the optional `history` column (earlier turns of a chat conversation), and for
+            // prompts and samples the optional `constraints` column.
             Dataset::Prompts | Dataset::Samples | Dataset::Pairs => 2,
             Dataset::Preferences | Dataset::Eval | Dataset::Metrics => 1,
         }
@@ -140,7 +141,7 @@ impl Dataset {
     fn compat(self) -> &'static str {
         match self {
             Dataset::Prompts | Dataset::Samples => {
-                "Reads versions 1 and 2. Version 1 has no `history` column; its rows read as single-turn (`history` null)."
+                "Reads versions 1 and 2. Version 1 has no `history` column; its rows read as single-turn (`history` null). A file without the optional `constraints` column reads as null constraints."
             }
             Dataset::Pairs => {
                 "Reads versions 1 and 2. Version 1 has no `history` column (its rows read as single-turn) and no `chosen_finish_reason` / `rejected_finish_reason` (`dno train` treats its responses as ended, and warns once)."
@@ -177,7 +178,7 @@ impl Dataset {
         match self {
             Dataset::Preferences => &["p_a", "p_ab", "p_ba"],
             Dataset::Pairs => &["target", "chosen_winrate", "rejected_winrate"],
-            Dataset::Eval => &["p_candidate", "p_candidate_first", "p_candidate_second"],
+            Dataset::Eval => &["p_candidate", "p_candidate_first", "p_candidate_second", "candidate_constraints", "baseline_constraints"],
             _ => &[],
         }
     }
@@ -273,6 +274,7 @@ const PROMPTS: &[Column] = &[
     opt("history", Utf8, "Earlier turns of a chat conversation before `prompt`, as a JSON array of `{\"role\": \"user\"|\"assistant\", \"content\": ...}` objects in order; null for a single-turn prompt."),
     opt("reference", Utf8, "A gold/teacher answer (a candidate with `--include-reference`, or an eval baseline)."),
     opt("answer", Utf8, "Ground truth for verifier oracles."),
+    opt("constraints", Utf8, "Instruction-following constraints as a JSON array, checked by `--verify constraints` and `dno eval` (see schemas/constraints.md)."),
 ];
 
 const SAMPLES: &[Column] = &[
@@ -282,6 +284,7 @@ const SAMPLES: &[Column] = &[
     opt("system", Utf8, "The system message used, if any."),
     opt("history", Utf8, "Earlier turns of a chat conversation before `prompt`, as a JSON array of `{\"role\": \"user\"|\"assistant\", \"content\": ...}` objects in order; null for a single-turn prompt."),
     opt("answer", Utf8, "Ground truth copied from the prompts file, for verifier oracles."),
+    opt("constraints", Utf8, "Constraints JSON copied from the prompts file (see schemas/constraints.md)."),
     col("response", Utf8, false, "The generated (or reference) response text."),
     col("source", Utf8, false, "`policy` for sampled responses, `reference` for the prompt's gold/teacher answer."),
     col("policy", Utf8, false, "Which model or iteration produced it."),
@@ -342,6 +345,8 @@ const EVAL: &[Column] = &[
     col("baseline_len", Int64, false, "Baseline length in characters."),
     opt("candidate_correct", Bool, "Candidate matches `answer` (verifier), when known."),
     opt("baseline_correct", Bool, "Baseline matches `answer`, when known."),
+    opt("candidate_constraints", Float64, "Fraction of the prompt's constraints the candidate meets, when the prompt has constraints."),
+    opt("baseline_constraints", Float64, "Fraction of the prompt's constraints the baseline meets."),
     col("judge", Utf8, false, "Oracle identity."),
 ];
 

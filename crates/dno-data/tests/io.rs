@@ -9,7 +9,7 @@ fn prov() -> Provenance {
 }
 
 fn prompt(id: &str, text: &str) -> PromptRow {
-    PromptRow { prompt_id: id.into(), prompt: text.into(), system: None, history: None, reference: Some(format!("ref {id}")), answer: None }
+    PromptRow { prompt_id: id.into(), prompt: text.into(), system: None, history: None, reference: Some(format!("ref {id}")), answer: None, constraints: None }
 }
 
 fn write_prompts(path: &Path, rows: Vec<PromptRow>) {

@@ -3,9 +3,11 @@
 //! * [`summarize`] turns judged comparisons (candidate vs. a fixed baseline) into an
 //!   [`EvalSummary`]: win-rate (ties count ½), prompt-clustered standard error, a seeded
 //!   percentile-bootstrap CI over prompts, a length-controlled win-rate (see [`lc`]), mean lengths,
-//!   verifier accuracy, and the judge's first-position win-rate (position bias).
-//! * [`render_report`] writes `report.md` (one table row per iteration) and `winrate.svg`
-//!   (win-rate with CI band and LC line, and mean lengths, against iteration).
+//!   verifier accuracy, strict / loose constraint accuracy (all constraints met / mean fraction
+//!   met), and the judge's first-position win-rate (position bias).
+//! * [`render_report`] writes `report.md` (one table row per run and iteration) and `winrate.svg`
+//!   (one series per run against iteration, π₁ at iteration 0: win-rate with CI whiskers and LC,
+//!   accuracy when answers or constraints were checked, and mean lengths).
 //!
 //! All rates are fractions in [0, 1] internally and in the serialised summary; the report
 //! prints them as percentages.
@@ -19,7 +21,7 @@ pub mod lc;
 mod report;
 pub mod stats;
 
-pub use report::{render_markdown, render_report, render_svg, ReportFiles};
+pub use report::{render_markdown, render_report, render_svg, tick_decimals, ReportEntry, ReportFiles};
 
 /// One judged comparison of a candidate response against the baseline response for a prompt.
 /// A prompt may appear several times (e.g. `--all-samples`); statistics then cluster by prompt.
@@ -41,6 +43,13 @@ pub struct Comparison {
     pub candidate_correct: Option<bool>,
     /// Verifier verdict on the baseline.
     pub baseline_correct: Option<bool>,
+    /// Fraction of the prompt's instruction-following constraints the candidate meets, in [0, 1],
+    /// when the prompt has constraints.
+    #[serde(default)]
+    pub candidate_constraints: Option<f64>,
+    /// Fraction of the constraints the baseline meets.
+    #[serde(default)]
+    pub baseline_constraints: Option<f64>,
 }
 
 impl Comparison {
@@ -79,6 +88,8 @@ impl Comparison {
             baseline_len,
             candidate_correct: None,
             baseline_correct: None,
+            candidate_constraints: None,
+            baseline_constraints: None,
         })
     }
 }
@@ -148,6 +159,17 @@ pub struct EvalSummary {
     /// Fraction of comparisons with a verifier verdict where the response is correct.
     pub accuracy_candidate: Option<f64>,
     pub accuracy_baseline: Option<f64>,
+    /// Constraints: strict accuracy, the fraction of comparisons with constraints where the
+    /// response meets all of them (candidate / baseline).
+    #[serde(default)]
+    pub constraints_strict_candidate: Option<f64>,
+    #[serde(default)]
+    pub constraints_strict_baseline: Option<f64>,
+    /// Constraints: loose accuracy, the mean fraction of constraints met.
+    #[serde(default)]
+    pub constraints_loose_candidate: Option<f64>,
+    #[serde(default)]
+    pub constraints_loose_baseline: Option<f64>,
     /// How often the response shown first wins, over all judged orders (0.5 = no position bias).
     pub first_position_win_rate: Option<f64>,
     /// Comparisons with p_candidate > 0.5, = 0.5, < 0.5.
@@ -204,6 +226,12 @@ fn validate(comps: &[Comparison], opts: &EvalOptions) -> Result<()> {
         if let Some(p) = c.p_candidate_second {
             check_prob(p, "p_candidate_second", i, &c.prompt_id)?;
         }
+        if let Some(p) = c.candidate_constraints {
+            check_prob(p, "candidate_constraints", i, &c.prompt_id)?;
+        }
+        if let Some(p) = c.baseline_constraints {
+            check_prob(p, "baseline_constraints", i, &c.prompt_id)?;
+        }
     }
     Ok(())
 }
@@ -215,6 +243,11 @@ fn mean_of_flags(flags: impl Iterator<Item = Option<bool>>) -> Option<f64> {
         k += f as usize;
     }
     (n > 0).then(|| k as f64 / n as f64)
+}
+
+fn mean_of(values: impl Iterator<Item = Option<f64>>) -> Option<f64> {
+    let v: Vec<f64> = values.flatten().collect();
+    (!v.is_empty()).then(|| stats::mean(&v))
 }
 
 /// Summarise judged comparisons. Errors (one line) on empty input, probabilities outside
@@ -306,6 +339,10 @@ pub fn summarize(comps: &[Comparison], opts: &EvalOptions) -> Result<EvalSummary
         mean_len_baseline: comps.iter().map(|c| c.baseline_len as f64).sum::<f64>() / n as f64,
         accuracy_candidate: mean_of_flags(comps.iter().map(|c| c.candidate_correct)),
         accuracy_baseline: mean_of_flags(comps.iter().map(|c| c.baseline_correct)),
+        constraints_strict_candidate: mean_of_flags(comps.iter().map(|c| c.candidate_constraints.map(|f| f >= 1.0))),
+        constraints_strict_baseline: mean_of_flags(comps.iter().map(|c| c.baseline_constraints.map(|f| f >= 1.0))),
+        constraints_loose_candidate: mean_of(comps.iter().map(|c| c.candidate_constraints)),
+        constraints_loose_baseline: mean_of(comps.iter().map(|c| c.baseline_constraints)),
         first_position_win_rate,
         wins,
         ties,

@@ -1,13 +1,40 @@
-//! Markdown + SVG report over DNO iterations.
+//! Markdown + SVG report over DNO runs and their iterations.
+//!
+//! The input is a list of [`ReportEntry`]s: one evaluated policy each, named by its run (e.g.
+//! `dno-prct`, `offline-dpo`) and its iteration. The markdown has one table row per entry; the
+//! SVG draws one series per run against x = iteration, each starting from π₁ (the baseline every
+//! eval compares with) at iteration 0: win-rate 50% by definition, the baseline's accuracy and
+//! length. A run with a single evaluated iteration (offline DPO, one round) is drawn as its own
+//! marked series: a dashed segment from π₁ to a large marker.
 
+use std::collections::BTreeMap;
 use std::fmt::Write as _;
 use std::path::{Path, PathBuf};
 
 use anyhow::{anyhow, bail, Context, Result};
 use plotters::coord::ranged1d::{DefaultFormatting, KeyPointHint, Ranged};
+use plotters::coord::types::RangedCoordf64;
 use plotters::prelude::*;
 
 use crate::EvalSummary;
+
+/// One evaluated policy: iteration `iteration` of run `run`, with its eval summary.
+#[derive(Debug, Clone, PartialEq)]
+pub struct ReportEntry {
+    /// The table row's label, e.g. `dno-prct/iter-2`.
+    pub label: String,
+    /// The series it belongs to (one line per run in the plot).
+    pub run: String,
+    /// x position in the plot (π₁ is iteration 0).
+    pub iteration: u32,
+    pub summary: EvalSummary,
+}
+
+impl ReportEntry {
+    pub fn new(label: impl Into<String>, run: impl Into<String>, iteration: u32, summary: EvalSummary) -> ReportEntry {
+        ReportEntry { label: label.into(), run: run.into(), iteration, summary }
+    }
+}
 
 /// What [`render_report`] wrote.
 #[derive(Debug, Clone, PartialEq)]
@@ -22,6 +49,8 @@ pub struct ReportFiles {
 
 const MD_NAME: &str = "report.md";
 const SVG_NAME: &str = "winrate.svg";
+/// Labelled ticks per y axis (plotters picks 1, 2 or 5 × 10^k steps with at most this many).
+const Y_LABELS: usize = 8;
 
 fn pct(x: f64) -> String {
     format!("{:.1}", 100.0 * x)
@@ -33,11 +62,7 @@ fn opt_pct(x: Option<f64>) -> String {
 
 /// Labels go into table cells: escape backslashes, pipes and angle brackets; no newlines.
 fn md_cell(s: &str) -> String {
-    s.replace('\\', "\\\\")
-        .replace('|', "\\|")
-        .replace('<', "\\<")
-        .replace('>', "\\>")
-        .replace(['\n', '\r'], " ")
+    s.replace('\\', "\\\\").replace('|', "\\|").replace('<', "\\<").replace('>', "\\>").replace(['\n', '\r'], " ")
 }
 
 fn check_finite(label: &str, s: &EvalSummary) -> Result<()> {
@@ -55,13 +80,31 @@ fn check_finite(label: &str, s: &EvalSummary) -> Result<()> {
             bail!("iteration {label:?}: summary field {name} is not finite ({v})");
         }
     }
+    let optional = [
+        ("accuracy_candidate", s.accuracy_candidate),
+        ("accuracy_baseline", s.accuracy_baseline),
+        ("constraints_strict_candidate", s.constraints_strict_candidate),
+        ("constraints_strict_baseline", s.constraints_strict_baseline),
+        ("constraints_loose_candidate", s.constraints_loose_candidate),
+        ("constraints_loose_baseline", s.constraints_loose_baseline),
+    ];
+    for (name, v) in optional {
+        if let Some(v) = v.filter(|v| !v.is_finite()) {
+            bail!("iteration {label:?}: summary field {name} is not finite ({v})");
+        }
+    }
     Ok(())
 }
 
+fn has_constraints(entries: &[ReportEntry]) -> bool {
+    entries.iter().any(|e| e.summary.constraints_strict_candidate.is_some())
+}
+
 /// Build the markdown text (also used by [`render_report`]).
-pub fn render_markdown(iters: &[(String, EvalSummary)]) -> String {
+pub fn render_markdown(entries: &[ReportEntry]) -> String {
     let mut md = String::new();
-    let level = iters.first().map(|(_, s)| s.ci_level).unwrap_or(0.95);
+    let level = entries.first().map(|e| e.summary.ci_level).unwrap_or(0.95);
+    let constraints = has_constraints(entries);
     let _ = writeln!(md, "# DNO evaluation report\n");
     let _ = writeln!(
         md,
@@ -69,20 +112,38 @@ pub fn render_markdown(iters: &[(String, EvalSummary)]) -> String {
          equally; ± is the prompt-clustered standard error; the CI is a {:.0}% percentile bootstrap \
          over prompts. LC = length-controlled win-rate: σ(intercept) of a logistic fit of the preference \
          on tanh(Δlen / std Δlen) (AlpacaEval-2 style, without the per-instruction difficulty term). \
-         First-pos = how often the judge prefers the response shown first (50% = no position bias).\n",
-        100.0 * level
+         First-pos = how often the judge prefers the response shown first (50% = no position bias).{}\n",
+        100.0 * level,
+        if constraints {
+            " Strict = share of responses meeting all their prompt's constraints; loose = mean fraction of constraints met."
+        } else {
+            ""
+        }
     );
+    let extra_head = if constraints { " Strict cand % | Strict base % | Loose cand % | Loose base % |" } else { "" };
     let _ = writeln!(
         md,
-        "| Iteration | Win-rate % | {:.0}% CI | LC % | Mean len cand | Mean len base | Acc cand % | Acc base % | First-pos % | W / T / L | Prompts | n |",
+        "| Iteration | Win-rate % | {:.0}% CI | LC % | Mean len cand | Mean len base | Acc cand % | Acc base % |{extra_head} First-pos % | W / T / L | Prompts | n |",
         100.0 * level
     );
-    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|---|---|---|---|");
-    for (label, s) in iters {
+    let _ = writeln!(md, "|---|---|---|---|---|---|---|---|{}---|---|---|---|", if constraints { "---|---|---|---|" } else { "" });
+    for e in entries {
+        let s = &e.summary;
+        let extra = if constraints {
+            format!(
+                " {} | {} | {} | {} |",
+                opt_pct(s.constraints_strict_candidate),
+                opt_pct(s.constraints_strict_baseline),
+                opt_pct(s.constraints_loose_candidate),
+                opt_pct(s.constraints_loose_baseline)
+            )
+        } else {
+            String::new()
+        };
         let _ = writeln!(
             md,
-            "| {} | {} ± {} | [{}, {}] | {} | {:.0} | {:.0} | {} | {} | {} | {} / {} / {} | {} | {} |",
-            md_cell(label),
+            "| {} | {} ± {} | [{}, {}] | {} | {:.0} | {:.0} | {} | {} |{extra} {} | {} / {} / {} | {} | {} |",
+            md_cell(&e.label),
             pct(s.win_rate),
             pct(s.win_rate_se),
             pct(s.ci_low),
@@ -101,12 +162,12 @@ pub fn render_markdown(iters: &[(String, EvalSummary)]) -> String {
         );
     }
     let mut warnings = Vec::new();
-    for (label, s) in iters {
-        if let Some(w) = &s.lc_warning {
-            warnings.push(format!("- **{}**: {}", md_cell(label), w));
+    for e in entries {
+        if let Some(w) = &e.summary.lc_warning {
+            warnings.push(format!("- **{}**: {}", md_cell(&e.label), w));
         }
-        for note in &s.notes {
-            warnings.push(format!("- **{}**: {}", md_cell(label), note));
+        for note in &e.summary.notes {
+            warnings.push(format!("- **{}**: {}", md_cell(&e.label), note));
         }
     }
     if !warnings.is_empty() {
@@ -115,64 +176,34 @@ pub fn render_markdown(iters: &[(String, EvalSummary)]) -> String {
             let _ = writeln!(md, "{w}");
         }
     }
-    let _ = writeln!(
-        md,
-        "\n![Win-rate and response length by iteration]({SVG_NAME})"
-    );
+    let _ = writeln!(md, "\n![Win-rate, accuracy and response length by iteration]({SVG_NAME})");
     md
 }
 
-/// Write `report.md` and `winrate.svg` into `out_dir` (created if missing) for a sequence of
-/// `(iteration label, summary)` pairs, in display order.
-pub fn render_report(iters: &[(String, EvalSummary)], out_dir: &Path) -> Result<ReportFiles> {
-    if iters.is_empty() {
+/// Write `report.md` and `winrate.svg` into `out_dir` (created if missing), entries in display order.
+pub fn render_report(entries: &[ReportEntry], out_dir: &Path) -> Result<ReportFiles> {
+    if entries.is_empty() {
         bail!("render_report: no iterations to report");
     }
-    for (label, s) in iters {
-        check_finite(label, s)?;
+    for e in entries {
+        check_finite(&e.label, &e.summary)?;
     }
-    std::fs::create_dir_all(out_dir)
-        .with_context(|| format!("creating report directory {}", out_dir.display()))?;
+    std::fs::create_dir_all(out_dir).with_context(|| format!("creating report directory {}", out_dir.display()))?;
 
-    let markdown = render_markdown(iters);
+    let markdown = render_markdown(entries);
     let markdown_path = out_dir.join(MD_NAME);
-    std::fs::write(&markdown_path, &markdown)
-        .with_context(|| format!("writing {}", markdown_path.display()))?;
+    std::fs::write(&markdown_path, &markdown).with_context(|| format!("writing {}", markdown_path.display()))?;
 
-    let svg = render_svg(iters)?;
+    let svg = render_svg(entries)?;
     let svg_path = out_dir.join(SVG_NAME);
     std::fs::write(&svg_path, svg).with_context(|| format!("writing {}", svg_path.display()))?;
 
-    Ok(ReportFiles {
-        markdown_path,
-        svg_path,
-        markdown,
-    })
+    Ok(ReportFiles { markdown_path, svg_path, markdown })
 }
 
-/// Padded y-range in percent for the win-rate panel, clamped to [0, 100], at least 10 points tall.
-fn winrate_range(iters: &[(String, EvalSummary)]) -> (f64, f64) {
-    let vals = iters
-        .iter()
-        .flat_map(|(_, s)| [s.ci_low, s.ci_high, s.win_rate, s.lc_win_rate])
-        .map(|v| 100.0 * v);
-    let (mut lo, mut hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| {
-        (a.min(v), b.max(v))
-    });
-    lo -= 5.0;
-    hi += 5.0;
-    if hi - lo < 10.0 {
-        let mid = 0.5 * (lo + hi);
-        lo = mid - 5.0;
-        hi = mid + 5.0;
-    }
-    (lo.max(0.0), hi.min(100.0))
-}
-
-/// x axis for iterations: index i sits at x = i on [-0.5, k - 0.5]; ticks only at the indices
-/// (thinned when there are more than plotters asks for).
+/// x axis: iterations 0..=max on [-0.4, max + 0.4]; ticks only at whole iterations, 0 labelled π₁.
 struct IterationAxis {
-    k: usize,
+    max: u32,
 }
 
 impl Ranged for IterationAxis {
@@ -180,18 +211,19 @@ impl Ranged for IterationAxis {
     type ValueType = f64;
 
     fn map(&self, v: &f64, limit: (i32, i32)) -> i32 {
-        let frac = (v + 0.5) / self.k.max(1) as f64;
+        let r = self.range();
+        let frac = (v - r.start) / (r.end - r.start);
         limit.0 + (frac * (limit.1 - limit.0) as f64).round() as i32
     }
 
     fn key_points<H: KeyPointHint>(&self, hint: H) -> Vec<f64> {
-        let max = hint.max_num_points().max(1);
-        let step = self.k.div_ceil(max).max(1);
-        (0..self.k).step_by(step).map(|i| i as f64).collect()
+        let n = self.max as usize + 1;
+        let step = n.div_ceil(hint.max_num_points().max(1)).max(1);
+        (0..n).step_by(step).map(|i| i as f64).collect()
     }
 
     fn range(&self) -> std::ops::Range<f64> {
-        -0.5..(self.k as f64 - 0.5)
+        -0.4..(self.max as f64 + 0.4)
     }
 }
 
@@ -199,199 +231,303 @@ fn plot_err<E: std::fmt::Debug>(e: E) -> anyhow::Error {
     anyhow!("drawing {SVG_NAME}: {e:?}")
 }
 
-/// Render the two-panel figure to an SVG string.
-pub fn render_svg(iters: &[(String, EvalSummary)]) -> Result<String> {
-    // x: iteration index i at x = i, labelled with the iteration's label; ticks only there.
-    let k = iters.len();
-    let labels: Vec<String> = iters.iter().map(|(l, _)| l.clone()).collect();
-    let x_range = || IterationAxis { k };
+/// Decimals that tell the y ticks of `[lo, hi]` apart: those of plotters' own tick step
+/// (1, 2 or 5 × 10^k) for [`Y_LABELS`] labels, so 0, 0.5, 1, ... read "0.0, 0.5, 1.0".
+pub fn tick_decimals(lo: f64, hi: f64) -> usize {
+    let coord: RangedCoordf64 = (lo..hi).into();
+    let pts = coord.key_points(Y_LABELS);
+    let step = pts.windows(2).map(|w| w[1] - w[0]).fold(f64::INFINITY, f64::min);
+    if !(step.is_finite() && step > 0.0) {
+        return 0;
+    }
+    (-(step.log10() - 1e-9).floor()).max(0.0) as usize
+}
+
+/// Padded y-range in percent, clamped to [0, 100], at least `min_height` points tall.
+fn padded_range(vals: impl Iterator<Item = f64>, pad: f64, min_height: f64) -> (f64, f64) {
+    let (mut lo, mut hi) = vals.fold((f64::INFINITY, f64::NEG_INFINITY), |(a, b), v| (a.min(v), b.max(v)));
+    if !lo.is_finite() {
+        return (0.0, 100.0);
+    }
+    lo -= pad;
+    hi += pad;
+    if hi - lo < min_height {
+        let mid = 0.5 * (lo + hi);
+        lo = mid - 0.5 * min_height;
+        hi = mid + 0.5 * min_height;
+    }
+    if lo < 0.0 {
+        hi = (hi - lo).min(100.0);
+        lo = 0.0;
+    }
+    if hi > 100.0 {
+        lo = (lo - (hi - 100.0)).max(0.0);
+        hi = 100.0;
+    }
+    (lo, hi)
+}
+
+const PALETTE: [RGBColor; 6] = [
+    RGBColor(31, 119, 180),
+    RGBColor(214, 39, 40),
+    RGBColor(44, 160, 44),
+    RGBColor(148, 103, 189),
+    RGBColor(255, 127, 14),
+    RGBColor(140, 86, 75),
+];
+
+/// One run's points in iteration order, with its colour and marker.
+struct Series<'a> {
+    name: &'a str,
+    points: Vec<(u32, &'a EvalSummary)>,
+    color: RGBColor,
+    marker: usize,
+    /// Horizontal offset so that the CI whiskers of different runs do not sit on each other.
+    dx: f64,
+}
+
+impl Series<'_> {
+    /// A single evaluated iteration: drawn dashed from π₁ with a large marker.
+    fn single(&self) -> bool {
+        self.points.len() == 1
+    }
+    /// π₁ (from this run's first baseline) followed by the run's points, as (x, y).
+    fn line(&self, at_pi1: f64, y: impl Fn(&EvalSummary) -> Option<f64>) -> Vec<(f64, f64)> {
+        std::iter::once((0.0, at_pi1))
+            .chain(self.points.iter().filter_map(|(t, s)| y(s).map(|v| (*t as f64 + self.dx, v))))
+            .collect()
+    }
+    fn base(&self) -> &EvalSummary {
+        self.points[0].1
+    }
+}
+
+fn series_of(entries: &[ReportEntry]) -> Vec<Series<'_>> {
+    let mut order: Vec<&str> = Vec::new();
+    let mut by: BTreeMap<&str, Vec<(u32, &EvalSummary)>> = BTreeMap::new();
+    for e in entries {
+        let v = by.entry(e.run.as_str()).or_default();
+        if v.is_empty() {
+            order.push(e.run.as_str());
+        }
+        v.push((e.iteration, &e.summary));
+    }
+    let n = order.len();
+    order
+        .into_iter()
+        .enumerate()
+        .map(|(i, name)| {
+            let mut points = by.remove(name).unwrap_or_default();
+            points.sort_by_key(|(t, _)| *t);
+            let dx = if n > 1 { 0.06 * (i as f64 - 0.5 * (n as f64 - 1.0)) } else { 0.0 };
+            Series { name, points, color: PALETTE[i % PALETTE.len()], marker: i % 4, dx }
+        })
+        .collect()
+}
+
+type Chart<'a, 'b> = ChartContext<'a, SVGBackend<'b>, Cartesian2d<IterationAxis, RangedCoordf64>>;
+
+fn draw_marker(chart: &mut Chart<'_, '_>, kind: usize, (x, y): (f64, f64), size: i32, color: RGBColor) -> Result<()> {
+    let style = color.filled();
+    match kind {
+        0 => chart.draw_series(std::iter::once(Circle::new((x, y), size, style))).map_err(plot_err)?,
+        1 => chart.draw_series(std::iter::once(TriangleMarker::new((x, y), size + 2, style))).map_err(plot_err)?,
+        2 => chart
+            .draw_series(std::iter::once(EmptyElement::at((x, y)) + Rectangle::new([(-size, -size), (size, size)], style)))
+            .map_err(plot_err)?,
+        _ => chart.draw_series(std::iter::once(Cross::new((x, y), size + 1, color.stroke_width(3)))).map_err(plot_err)?,
+    };
+    Ok(())
+}
+
+/// Draws one series' line (dashed when `dashed`, and for a single-round run) and its markers
+/// (not on π₁'s point, which is drawn once as a black dot).
+fn draw_line(chart: &mut Chart<'_, '_>, s: &Series<'_>, pts: &[(f64, f64)], dashed: bool) -> Result<()> {
+    let color = s.color;
+    let width = if dashed { 1 } else { 2 };
+    if dashed || s.single() {
+        chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 7, 4, color.stroke_width(width))).map_err(plot_err)?;
+    } else {
+        chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(width))).map_err(plot_err)?;
+    }
+    let size = if s.single() { 6 } else { 4 };
+    for &p in pts.iter().skip(1) {
+        if dashed {
+            chart.draw_series(std::iter::once(Circle::new(p, 3, color.stroke_width(1)))).map_err(plot_err)?;
+        } else {
+            draw_marker(chart, s.marker, p, size, color)?;
+        }
+    }
+    Ok(())
+}
+
+/// The legend strip above the panels: each run's colour, marker and name, then π₁.
+fn draw_legend(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, series: &[Series<'_>]) -> Result<()> {
+    let font = ("sans-serif", 16).into_font();
+    let (mut x, y) = (70i32, 22i32);
+    let entry = |x0: i32, name: &str, color: RGBColor, marker: Option<usize>, dashed: bool| -> Result<i32> {
+        if dashed {
+            area.draw(&PathElement::new(vec![(x0, y), (x0 + 9, y)], color.stroke_width(2))).map_err(plot_err)?;
+            area.draw(&PathElement::new(vec![(x0 + 15, y), (x0 + 24, y)], color.stroke_width(2))).map_err(plot_err)?;
+        } else if marker.is_some() {
+            area.draw(&PathElement::new(vec![(x0, y), (x0 + 24, y)], color.stroke_width(2))).map_err(plot_err)?;
+        }
+        let style = color.filled();
+        let c = (x0 + 12, y);
+        match marker {
+            None => area.draw(&Circle::new(c, 5, style)).map_err(plot_err)?,
+            Some(0) => area.draw(&Circle::new(c, 4, style)).map_err(plot_err)?,
+            Some(1) => area.draw(&TriangleMarker::new(c, 6, style)).map_err(plot_err)?,
+            Some(2) => area.draw(&Rectangle::new([(c.0 - 4, c.1 - 4), (c.0 + 4, c.1 + 4)], style)).map_err(plot_err)?,
+            Some(_) => area.draw(&Cross::new(c, 5, color.stroke_width(3))).map_err(plot_err)?,
+        }
+        area.draw(&Text::new(name.to_string(), (x0 + 30, y - 8), font.clone())).map_err(plot_err)?;
+        Ok(x0 + 30 + 7 * name.chars().count() as i32 + 24)
+    };
+    for s in series {
+        let name = if s.single() { format!("{} (one round)", s.name) } else { s.name.to_string() };
+        x = entry(x, &name, s.color, Some(s.marker), s.single())?;
+    }
+    entry(x, "π₁ (iteration 0: the baseline)", RGBColor(0, 0, 0), None, false)?;
+    Ok(())
+}
+
+/// One panel: caption, y description, y range in its unit, and a drawing closure.
+fn panel<'a, 'b>(
+    area: &'a DrawingArea<SVGBackend<'b>, plotters::coord::Shift>,
+    caption: &str,
+    y_desc: &str,
+    (ylo, yhi): (f64, f64),
+    max_iter: u32,
+) -> Result<Chart<'a, 'b>> {
+    let mut chart = ChartBuilder::on(area)
+        .caption(caption, ("sans-serif", 20))
+        .margin(12)
+        .x_label_area_size(36)
+        .y_label_area_size(56)
+        .build_cartesian_2d(IterationAxis { max: max_iter }, ylo..yhi)
+        .map_err(plot_err)?;
+    let d = tick_decimals(ylo, yhi);
+    let y_fmt = move |v: &f64| format!("{v:.d$}");
     let x_fmt = |v: &f64| {
         let i = v.round();
-        if (v - i).abs() < 1e-6 && i >= 0.0 && (i as usize) < labels.len() {
-            labels[i as usize].clone()
-        } else {
+        if (v - i).abs() > 1e-6 || i < 0.0 {
             String::new()
+        } else if i == 0.0 {
+            "0 (π₁)".to_string()
+        } else {
+            format!("{i:.0}")
         }
     };
-    let at = |i: usize| i as f64;
-    let y_fmt = |v: &f64| format!("{v:.0}");
+    chart
+        .configure_mesh()
+        .x_desc("iteration")
+        .y_desc(y_desc)
+        .x_label_formatter(&x_fmt)
+        .y_labels(Y_LABELS)
+        .y_label_formatter(&y_fmt)
+        .light_line_style(BLACK.mix(0.03))
+        .draw()
+        .map_err(plot_err)?;
+    Ok(chart)
+}
+
+fn pi1_dot(chart: &mut Chart<'_, '_>, y: f64) -> Result<()> {
+    chart.draw_series(std::iter::once(Circle::new((0.0, y), 5, BLACK.filled()))).map_err(plot_err)?;
+    Ok(())
+}
+
+/// Accuracy of a summary for the accuracy panel (candidate, baseline): the verifier's answer
+/// accuracy, else the constraints' strict accuracy.
+fn accuracy(s: &EvalSummary) -> (Option<f64>, Option<f64>) {
+    match s.accuracy_candidate {
+        Some(a) => (Some(a), s.accuracy_baseline),
+        None => (s.constraints_strict_candidate, s.constraints_strict_baseline),
+    }
+}
+
+/// Render the figure to an SVG string: win-rate, accuracy (when answers or constraints were
+/// checked) and mean length, one series per run against iteration.
+pub fn render_svg(entries: &[ReportEntry]) -> Result<String> {
+    let series = series_of(entries);
+    let max_iter = entries.iter().map(|e| e.iteration).max().unwrap_or(1).max(1);
+    let with_acc = entries.iter().any(|e| accuracy(&e.summary).0.is_some());
+    let with_loose = has_constraints(entries);
+    let answers = entries.iter().any(|e| e.summary.accuracy_candidate.is_some());
+    let n_panels = if with_acc { 3 } else { 2 };
 
     let mut svg = String::new();
     {
-        let root = SVGBackend::with_string(&mut svg, (900, 760)).into_drawing_area();
+        let root = SVGBackend::with_string(&mut svg, (960, 44 + 360 * n_panels as u32)).into_drawing_area();
         root.fill(&WHITE).map_err(plot_err)?;
-        let panels = root.split_evenly((2, 1));
+        let (top, rest) = root.split_vertically(44);
+        draw_legend(&top, &series)?;
+        let panels = rest.split_evenly((n_panels, 1));
 
-        // Panel 1: win-rate with CI band, LC line, 50% reference.
-        let (ylo, yhi) = winrate_range(iters);
-        let mut chart = ChartBuilder::on(&panels[0])
-            .caption("Win-rate vs baseline (%)", ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(x_range(), ylo..yhi)
-            .map_err(plot_err)?;
+        // Panel 1: win-rate (solid, CI whiskers) and LC win-rate (dashed); π₁ = 50%.
+        let range = padded_range(
+            entries.iter().flat_map(|e| [e.summary.ci_low, e.summary.ci_high, e.summary.win_rate, e.summary.lc_win_rate]).map(|v| 100.0 * v).chain([50.0]),
+            4.0,
+            10.0,
+        );
+        let mut chart = panel(
+            &panels[0],
+            "Win-rate vs π₁ (%): solid = win-rate with 95% CI, dashed = length-controlled",
+            "win-rate %",
+            range,
+            max_iter,
+        )?;
         chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .y_desc("win-rate %")
-            .x_label_formatter(&x_fmt)
-            .y_label_formatter(&y_fmt)
-            .light_line_style(BLACK.mix(0.03))
-            .draw()
+            .draw_series(std::iter::once(PathElement::new(vec![(-0.4, 50.0), (max_iter as f64 + 0.4, 50.0)], BLACK.mix(0.3))))
             .map_err(plot_err)?;
-
-        let blue = RGBColor(31, 119, 180);
-        let red = RGBColor(214, 39, 40);
-        let band: Vec<(f64, f64)> = iters
-            .iter()
-            .enumerate()
-            .map(|(i, (_, s))| (at(i), 100.0 * s.ci_high))
-            .chain(
-                iters
-                    .iter()
-                    .enumerate()
-                    .rev()
-                    .map(|(i, (_, s))| (at(i), 100.0 * s.ci_low)),
-            )
-            .collect();
-        chart
-            .draw_series(std::iter::once(Polygon::new(band, blue.mix(0.18).filled())))
-            .map_err(plot_err)?
-            .label("CI")
-            .legend(move |(x, y)| {
-                Rectangle::new([(x, y - 5), (x + 20, y + 5)], blue.mix(0.18).filled())
-            });
-        // CI whiskers (also visible when there is a single iteration).
-        chart
-            .draw_series(iters.iter().enumerate().map(|(i, (_, s))| {
-                PathElement::new(
-                    vec![(at(i), 100.0 * s.ci_low), (at(i), 100.0 * s.ci_high)],
-                    blue.mix(0.6),
-                )
-            }))
-            .map_err(plot_err)?;
-        if (ylo..=yhi).contains(&50.0) {
+        for s in &series {
             chart
-                .draw_series(std::iter::once(PathElement::new(
-                    vec![(-0.5, 50.0), (k as f64 - 0.5, 50.0)],
-                    BLACK.mix(0.3),
-                )))
+                .draw_series(s.points.iter().map(|(t, e)| {
+                    let x = *t as f64 + s.dx;
+                    PathElement::new(vec![(x, 100.0 * e.ci_low), (x, 100.0 * e.ci_high)], s.color.mix(0.5).stroke_width(2))
+                }))
                 .map_err(plot_err)?;
+            draw_line(&mut chart, s, &s.line(50.0, |e| Some(100.0 * e.win_rate)), false)?;
+            draw_line(&mut chart, s, &s.line(50.0, |e| Some(100.0 * e.lc_win_rate)), true)?;
         }
-        chart
-            .draw_series(LineSeries::new(
-                iters
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, s))| (at(i), 100.0 * s.win_rate)),
-                blue.stroke_width(2),
-            ))
-            .map_err(plot_err)?
-            .label("win-rate")
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
-            });
-        chart
-            .draw_series(
-                iters
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, s))| Circle::new((at(i), 100.0 * s.win_rate), 4, blue.filled())),
-            )
-            .map_err(plot_err)?;
-        chart
-            .draw_series(DashedLineSeries::new(
-                iters
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, s))| (at(i), 100.0 * s.lc_win_rate)),
-                8,
-                5,
-                red.stroke_width(2),
-            ))
-            .map_err(plot_err)?
-            .label("LC win-rate")
-            .legend(move |(x, y)| PathElement::new(vec![(x, y), (x + 20, y)], red.stroke_width(2)));
-        chart
-            .draw_series(
-                iters.iter().enumerate().map(|(i, (_, s))| {
-                    Circle::new((at(i), 100.0 * s.lc_win_rate), 3, red.filled())
-                }),
-            )
-            .map_err(plot_err)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::UpperLeft)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(plot_err)?;
+        pi1_dot(&mut chart, 50.0)?;
 
-        // Panel 2: mean response length.
-        let max_len = iters
-            .iter()
-            .map(|(_, s)| s.mean_len_candidate.max(s.mean_len_baseline))
-            .fold(0.0f64, f64::max);
-        let ymax = if max_len > 0.0 { 1.12 * max_len } else { 1.0 };
-        let mut chart = ChartBuilder::on(&panels[1])
-            .caption("Mean response length (characters)", ("sans-serif", 22))
-            .margin(12)
-            .x_label_area_size(36)
-            .y_label_area_size(52)
-            .build_cartesian_2d(x_range(), 0.0..ymax)
-            .map_err(plot_err)?;
-        chart
-            .configure_mesh()
-            .x_desc("iteration")
-            .y_desc("characters")
-            .x_label_formatter(&x_fmt)
-            .y_label_formatter(&y_fmt)
-            .light_line_style(BLACK.mix(0.03))
-            .draw()
-            .map_err(plot_err)?;
-        let gray = RGBColor(110, 110, 110);
-        chart
-            .draw_series(LineSeries::new(
-                iters
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, s))| (at(i), s.mean_len_candidate)),
-                blue.stroke_width(2),
-            ))
-            .map_err(plot_err)?
-            .label("candidate")
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], blue.stroke_width(2))
+        // Panel 2 (optional): accuracy.
+        if with_acc {
+            let caption = match (answers, with_loose) {
+                (true, _) => "Accuracy (%): the verifier's answer check",
+                (false, true) => "Constraints met (%): solid = all met (strict), dashed = mean fraction met (loose)",
+                (false, false) => "Accuracy (%)",
+            };
+            let vals = entries.iter().flat_map(|e| {
+                let (c, b) = accuracy(&e.summary);
+                [c, b, e.summary.constraints_loose_candidate.filter(|_| !answers), e.summary.constraints_loose_baseline.filter(|_| !answers)]
             });
-        chart
-            .draw_series(LineSeries::new(
-                iters
-                    .iter()
-                    .enumerate()
-                    .map(|(i, (_, s))| (at(i), s.mean_len_baseline)),
-                gray.stroke_width(2),
-            ))
-            .map_err(plot_err)?
-            .label("baseline")
-            .legend(move |(x, y)| {
-                PathElement::new(vec![(x, y), (x + 20, y)], gray.stroke_width(2))
-            });
-        chart
-            .draw_series(iters.iter().enumerate().flat_map(|(i, (_, s))| {
-                [
-                    Circle::new((at(i), s.mean_len_candidate), 4, blue.filled()),
-                    Circle::new((at(i), s.mean_len_baseline), 4, gray.filled()),
-                ]
-            }))
-            .map_err(plot_err)?;
-        chart
-            .configure_series_labels()
-            .position(SeriesLabelPosition::LowerRight)
-            .background_style(WHITE.mix(0.85))
-            .border_style(BLACK.mix(0.4))
-            .draw()
-            .map_err(plot_err)?;
+            let range = padded_range(vals.flatten().map(|v| 100.0 * v), 4.0, 10.0);
+            let mut chart = panel(&panels[1], caption, "%", range, max_iter)?;
+            for s in &series {
+                if let Some(b) = accuracy(s.base()).1 {
+                    let pts = s.line(100.0 * b, |e| accuracy(e).0.map(|v| 100.0 * v));
+                    draw_line(&mut chart, s, &pts, false)?;
+                    pi1_dot(&mut chart, 100.0 * b)?;
+                }
+                if let (false, Some(b)) = (answers, s.base().constraints_loose_baseline) {
+                    let pts = s.line(100.0 * b, |e| e.constraints_loose_candidate.map(|v| 100.0 * v));
+                    draw_line(&mut chart, s, &pts, true)?;
+                    pi1_dot(&mut chart, 100.0 * b)?;
+                }
+            }
+            }
+
+        // Last panel: mean response length; π₁ = the baseline's mean length.
+        let max_len = entries.iter().map(|e| e.summary.mean_len_candidate.max(e.summary.mean_len_baseline)).fold(0.0f64, f64::max);
+        let ymax = if max_len > 0.0 { 1.15 * max_len } else { 1.0 };
+        let mut chart = panel(&panels[n_panels - 1], "Mean response length (characters)", "characters", (0.0, ymax), max_iter)?;
+        for s in &series {
+            let b = s.base().mean_len_baseline;
+            draw_line(&mut chart, s, &s.line(b, |e| Some(e.mean_len_candidate)), false)?;
+            pi1_dot(&mut chart, b)?;
+        }
 
         root.present().map_err(plot_err)?;
     }

@@ -18,7 +18,7 @@ fn items(n: usize, k: usize) -> Vec<Item> {
                 })
                 .collect();
             c.push(Candidate { sample_id: format!("p{p}-ref"), text: format!("Reference {p}. <<q=5>>"), is_reference: true });
-            Item { prompt_id: format!("prompt-{p}"), prompt: format!("Explain topic number {p} briefly."), answer: None, candidates: c }
+            Item { prompt_id: format!("prompt-{p}"), prompt: format!("Explain topic number {p} briefly."), answer: None, constraints: None, candidates: c }
         })
         .collect()
 }

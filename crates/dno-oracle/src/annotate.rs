@@ -316,10 +316,10 @@ async fn process_item(
         scores: Vec::new(),
     };
     match oracle {
-        Oracle::Verifier(v) => match v.correctness(&item) {
-            Ok(ok) => {
+        Oracle::Verifier(v) => match v.scores(&item) {
+            Ok(sc) => {
                 res.judgments = v.judge_item(&item, &pairs).map_err(|e| format!("{e:#}"))?;
-                res.scores = scores_of(&item, ok.iter().map(|&b| if b { 1.0 } else { 0.0 }));
+                res.scores = scores_of(&item, sc.iter().map(|(s, _)| *s));
             }
             Err(e) => res.failures.push(failure(&item, "*", "*", format!("{e:#}"))),
         },

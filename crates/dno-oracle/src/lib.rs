@@ -7,7 +7,8 @@
 //!   *pairwise* (each pair asked in both orders, averaged) or *score* (the DNO paper's App. C
 //!   batched annotation: all candidates of a prompt scored in one call on a 6-point additive
 //!   rubric, pairs derived from the score differences);
-//! * [`verifier::Verifier`] — compares each candidate with a known answer (maths, code tests...);
+//! * [`verifier::Verifier`] — compares each candidate with a known answer (maths, code tests...),
+//!   or checks the prompt's instruction-following [`constraints`] (`--verify constraints`);
 //! * [`command::CommandOracle`] — any user program speaking a JSONL protocol (see `PROTOCOL.md`).
 //!
 //! [`annotate::run`] drives an oracle over a stream of [`Item`]s with bounded concurrency, an
@@ -22,6 +23,7 @@ pub mod annotate;
 pub mod cache;
 pub mod client;
 pub mod command;
+pub mod constraints;
 pub mod fake_server;
 pub mod judge;
 pub mod pairs;
@@ -58,6 +60,10 @@ pub struct Item {
     pub prompt: String,
     /// Known correct answer (needed by the verifier, passed to command oracles and judge templates).
     pub answer: Option<String>,
+    /// The prompt's instruction-following constraints as JSON (`--verify constraints`; see
+    /// [`constraints`]).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub constraints: Option<String>,
     pub candidates: Vec<Candidate>,
 }
 

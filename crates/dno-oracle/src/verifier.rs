@@ -10,8 +10,13 @@
 //!   (numerically: `1,000` = `1000.0`; relative tolerance 1e-6);
 //! * `regex:PATTERN`: the LAST match of PATTERN in the response is extracted (named group
 //!   `answer`, else group 1, else the whole match) and compared with the answer: numerically when
-//!   both are numbers, otherwise `normalized`. No match = wrong.
+//!   both are numbers, otherwise `normalized`. No match = wrong;
+//! * `constraints`: the item's `constraints` JSON (see [`crate::constraints`]) instead of an
+//!   answer; a candidate's score is the fraction of constraints it meets, P(a ≻ b) is 1 / ½ / 0 as
+//!   a's fraction is above / equal to / below b's, and the per-constraint results are kept in
+//!   the judgment's `raw` (JSON `{"a": [...], "b": [...]}`).
 
+use crate::constraints::{self, Check, Constraint};
 use crate::{Item, Judgment};
 use anyhow::{bail, Context, Result};
 use regex::Regex;
@@ -23,6 +28,7 @@ pub enum VerifyMode {
     Normalized,
     LastNumber,
     Regex(Regex),
+    Constraints,
 }
 
 impl std::str::FromStr for VerifyMode {
@@ -33,12 +39,13 @@ impl std::str::FromStr for VerifyMode {
             "exact" => Ok(VerifyMode::Exact),
             "normalized" | "normalised" => Ok(VerifyMode::Normalized),
             "last-number" => Ok(VerifyMode::LastNumber),
+            "constraints" => Ok(VerifyMode::Constraints),
             _ => {
                 if let Some(p) = s.strip_prefix("regex:") {
                     let re = Regex::new(p).with_context(|| format!("verifier regex {p:?} does not compile"))?;
                     Ok(VerifyMode::Regex(re))
                 } else {
-                    bail!("verifier mode {s:?}: expected exact, normalized, last-number or regex:PATTERN")
+                    bail!("verifier mode {s:?}: expected exact, normalized, last-number, constraints or regex:PATTERN")
                 }
             }
         }
@@ -52,6 +59,7 @@ impl std::fmt::Display for VerifyMode {
             VerifyMode::Normalized => write!(f, "normalized"),
             VerifyMode::LastNumber => write!(f, "last-number"),
             VerifyMode::Regex(r) => write!(f, "regex:{}", r.as_str()),
+            VerifyMode::Constraints => write!(f, "constraints"),
         }
     }
 }
@@ -118,6 +126,7 @@ impl Verifier {
     /// (e.g. `last-number` with an answer containing no number).
     pub fn is_correct(&self, response: &str, answer: &str) -> Result<bool> {
         Ok(match &self.mode {
+            VerifyMode::Constraints => bail!("the constraints verifier checks the prompt's constraints, not an answer"),
             VerifyMode::Exact => response.trim() == answer.trim(),
             VerifyMode::Normalized => normalize(response) == normalize(answer),
             VerifyMode::LastNumber => {
@@ -142,8 +151,39 @@ impl Verifier {
         })
     }
 
-    /// Correctness of every candidate of `item` (in candidate order).
+    /// The item's parsed constraints (`--verify constraints`), an error naming the prompt when
+    /// they are missing or invalid.
+    pub fn item_constraints(item: &Item) -> Result<Vec<Constraint>> {
+        let json = item.constraints.as_deref().with_context(|| {
+            format!("prompt {}: the constraints verifier needs constraints and the item has none (column 'constraints' is null)", item.prompt_id)
+        })?;
+        constraints::parse(json).with_context(|| format!("prompt {}: column 'constraints'", item.prompt_id))
+    }
+
+    /// Score of every candidate of `item` (in candidate order): 1.0 / 0.0 for correct / wrong
+    /// against the answer, or the fraction of constraints met; with the per-constraint checks
+    /// (empty for answer modes).
+    pub fn scores(&self, item: &Item) -> Result<Vec<(f64, Vec<Check>)>> {
+        if let VerifyMode::Constraints = self.mode {
+            let cs = Self::item_constraints(item)?;
+            return Ok(item
+                .candidates
+                .iter()
+                .map(|c| {
+                    let checks = constraints::check_all(&cs, &c.text);
+                    (constraints::fraction(&checks), checks)
+                })
+                .collect());
+        }
+        Ok(self.correctness(item)?.into_iter().map(|ok| (if ok { 1.0 } else { 0.0 }, Vec::new())).collect())
+    }
+
+    /// Correctness of every candidate of `item` (in candidate order); with `constraints`, whether
+    /// every constraint is met.
     pub fn correctness(&self, item: &Item) -> Result<Vec<bool>> {
+        if let VerifyMode::Constraints = self.mode {
+            return Ok(self.scores(item)?.into_iter().map(|(f, _)| f >= 1.0).collect());
+        }
         let answer = item
             .answer
             .as_deref()
@@ -154,25 +194,30 @@ impl Verifier {
             .collect()
     }
 
-    /// Judgments for `pairs` of `item`; `score_a`/`score_b` carry correctness as 1.0/0.0.
+    /// Judgments for `pairs` of `item`; `score_a`/`score_b` carry correctness as 1.0/0.0 (or the
+    /// fraction of constraints met), `raw` the per-constraint checks.
     pub fn judge_item(&self, item: &Item, pairs: &[(usize, usize)]) -> Result<Vec<Judgment>> {
-        let ok = self.correctness(item)?;
-        let s = |b: bool| if b { 1.0 } else { 0.0 };
+        let scores = self.scores(item)?;
         Ok(pairs
             .iter()
-            .map(|&(a, b)| Judgment {
-                prompt_id: item.prompt_id.clone(),
-                sample_a: item.candidates[a].sample_id.clone(),
-                sample_b: item.candidates[b].sample_id.clone(),
-                p_a: crate::judge::p_from_scores(s(ok[a]), s(ok[b])),
-                judge: self.name.clone(),
-                p_ab: None,
-                p_ba: None,
-                p_first: None,
-                score_a: Some(s(ok[a])),
-                score_b: Some(s(ok[b])),
-                raw: None,
-                cached: false,
+            .map(|&(a, b)| {
+                let ((sa, ca), (sb, cb)) = (&scores[a], &scores[b]);
+                let raw = matches!(self.mode, VerifyMode::Constraints)
+                    .then(|| serde_json::json!({ "a": ca, "b": cb }).to_string());
+                Judgment {
+                    prompt_id: item.prompt_id.clone(),
+                    sample_a: item.candidates[a].sample_id.clone(),
+                    sample_b: item.candidates[b].sample_id.clone(),
+                    p_a: crate::judge::p_from_scores(*sa, *sb),
+                    judge: self.name.clone(),
+                    p_ab: None,
+                    p_ba: None,
+                    p_first: None,
+                    score_a: Some(*sa),
+                    score_b: Some(*sb),
+                    raw,
+                    cached: false,
+                }
             })
             .collect())
     }

@@ -24,6 +24,7 @@ fn items(n: usize) -> Vec<Item> {
             prompt_id: format!("p{p}"),
             prompt: format!("prompt {p}"),
             answer: Some("42".into()),
+            constraints: None,
             candidates: (0..4)
                 .map(|c| Candidate {
                     sample_id: format!("p{p}s{c}"),

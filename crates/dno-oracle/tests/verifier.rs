@@ -52,6 +52,7 @@ fn item(answer: Option<&str>, texts: &[&str]) -> Item {
         prompt_id: "q1".into(),
         prompt: "What is 6*7?".into(),
         answer: answer.map(str::to_string),
+        constraints: None,
         candidates: texts
             .iter()
             .enumerate()
@@ -105,4 +106,41 @@ fn run_blocking_works_without_an_outer_runtime() {
     )
     .unwrap();
     assert_eq!(out.judgments.iter().map(|j| j.p_a).collect::<Vec<_>>(), vec![1.0, 0.5, 0.0]);
+}
+
+#[tokio::test]
+async fn constraints_verifier_compares_fractions_and_keeps_checks_in_raw() {
+    let c = v("constraints");
+    assert_eq!(c.name(), "verifier:constraints");
+    let mut it = item(None, &["all lower case here", "Lower, but Capital", "one Capital only", "ALL, CAPS"]);
+    it.constraints = Some(r#"[{"kind":"lowercase"},{"kind":"no_commas"}]"#.into());
+    let scores: Vec<f64> = c.scores(&it).unwrap().into_iter().map(|(s, _)| s).collect();
+    assert_eq!(scores, vec![1.0, 0.0, 0.5, 0.0]);
+    assert_eq!(c.correctness(&it).unwrap(), vec![true, false, false, false]);
+    let pairs = dno_oracle::select_pairs(&it, &PairSpec::All, 0);
+    let js = c.judge_item(&it, &pairs).unwrap();
+    // (0,1) (0,2) (0,3) (1,2) (1,3) (2,3): fractions 1, 0, ½, 0.
+    assert_eq!(js.iter().map(|j| j.p_a).collect::<Vec<_>>(), vec![1.0, 1.0, 1.0, 0.0, 0.5, 1.0]);
+    assert_eq!((js[1].score_a, js[1].score_b), (Some(1.0), Some(0.5)));
+    let raw: serde_json::Value = serde_json::from_str(js[1].raw.as_deref().unwrap()).unwrap();
+    assert_eq!(raw["b"][0]["kind"], "lowercase");
+    assert_eq!(raw["b"][0]["ok"], false);
+    assert_eq!(raw["b"][0]["detail"], "1 upper-case letters");
+    assert_eq!(raw["b"][1]["ok"], true);
+
+    // Through the driver: missing and invalid constraints fail their prompt, naming it.
+    let mut missing = item(None, &["a", "b"]);
+    missing.prompt_id = "q-missing".into();
+    let mut bad = item(None, &["a", "b"]);
+    bad.prompt_id = "q-bad".into();
+    bad.constraints = Some(r#"[{"kind":"shout"}]"#.into());
+    let out = annotate::run(&Oracle::Verifier(Arc::new(c)), vec![it, missing, bad], None, &RunOptions::default(), |_| {})
+        .await
+        .unwrap();
+    assert_eq!(out.judgments.len(), 6);
+    assert_eq!(out.scores.iter().map(|s| s.score).collect::<Vec<_>>(), vec![1.0, 0.0, 0.5, 0.0]);
+    assert_eq!(out.failures.len(), 2);
+    assert_eq!(out.failures[0].prompt_id, "q-missing");
+    assert!(out.failures[0].error.contains("needs constraints"), "{}", out.failures[0].error);
+    assert!(out.failures[1].error.contains("prompt q-bad") && out.failures[1].error.contains("unknown constraint kind 'shout'"));
 }

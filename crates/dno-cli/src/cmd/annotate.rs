@@ -25,7 +25,8 @@ use std::sync::Arc;
 #[derive(clap::Args, Serialize, Clone, Debug)]
 pub struct OracleArgs {
     /// Which oracle answers P(a > b): judge (LLM over an OpenAI-compatible server), verifier
-    /// (compare with the samples' `answer`), command (external program, see PROTOCOL.md).
+    /// (compare with the samples' `answer`, or check their `constraints` with --verify
+    /// constraints), command (external program, see PROTOCOL.md).
     #[arg(long, value_parser = ["judge", "verifier", "command"])]
     pub oracle: String,
     /// Judge: pairwise (each pair asked in both orders, averaged) or score (all candidates of a
@@ -90,7 +91,8 @@ pub struct OracleArgs {
     #[arg(long, default_value_t = JudgeConfig::default().top_logprobs)]
     pub top_logprobs: u32,
     /// Verifier: exact, normalized, last-number (the last number of the response equals the last
-    /// number of the answer; GSM8K-style) or regex:PATTERN. `dno eval` also uses it for accuracy.
+    /// number of the answer; GSM8K-style), regex:PATTERN, or constraints (the fraction of the
+    /// prompt's `constraints` met; see schemas/constraints.md). `dno eval` also uses it for accuracy.
     #[arg(long, default_value = "last-number")]
     pub verify: String,
     /// Command oracle: the command line, run with `sh -c`.
@@ -356,7 +358,7 @@ pub fn failures_error(failures: &[Failure], total: usize, cache: &Path) -> anyho
 }
 
 fn new_item(s: &SampleRow) -> Item {
-    Item { prompt_id: s.prompt_id.clone(), prompt: judge_prompt(s), answer: None, candidates: Vec::new() }
+    Item { prompt_id: s.prompt_id.clone(), prompt: judge_prompt(s), answer: None, constraints: None, candidates: Vec::new() }
 }
 
 /// The prompt the judge sees: the user turn, or the transcript of a conversation (`history` was
@@ -374,13 +376,17 @@ fn add_candidate(item: &mut Item, s: SampleRow, file: &Path) -> Result<()> {
     if item.answer.is_none() {
         item.answer = s.answer;
     }
+    if item.constraints.is_none() {
+        item.constraints = s.constraints;
+    }
     item.candidates.push(Candidate { sample_id: s.sample_id, text: s.response, is_reference });
     Ok(())
 }
 
 /// One streaming pass over the samples: how many prompts, whether each prompt's samples are
 /// contiguous (as `dno sample` writes them, shard by shard), the prompt texts are consistent,
-/// and the first prompt without an `answer`.
+/// and the first prompt without an `answer`. With `check_constraints` (`--verify constraints`),
+/// every sample must carry valid constraints: the first that does not is an error naming it.
 struct Scan {
     prompts: usize,
     contiguous: bool,
@@ -389,7 +395,24 @@ struct Scan {
     positions: BTreeMap<String, u64>,
 }
 
-fn scan_samples(reader: &DatasetReader, shard: Option<Shard>) -> Result<Scan> {
+/// Is `s.constraints` present and valid? `last_ok` remembers the last valid text (all samples
+/// of a prompt carry the same constraints, so each prompt's are parsed once).
+fn check_sample_constraints(s: &SampleRow, file: &Path, last_ok: &mut Option<String>) -> Result<()> {
+    let Some(c) = &s.constraints else {
+        bail!(
+            "{}: prompt '{}': column 'constraints' is null, but --verify constraints needs constraints for every prompt (import prompts with --constraints-field)",
+            file.display(),
+            s.prompt_id
+        );
+    };
+    if last_ok.as_deref() != Some(c.as_str()) {
+        dno_oracle::constraints::parse(c).map_err(|e| anyhow!("{}: prompt '{}': column 'constraints': {e:#}", file.display(), s.prompt_id))?;
+        *last_ok = Some(c.clone());
+    }
+    Ok(())
+}
+
+fn scan_samples(reader: &DatasetReader, shard: Option<Shard>, check_constraints: bool) -> Result<Scan> {
     let file = &reader.files()[0];
     let mut order = PromptOrder::new(reader.shards());
     let mut scan = Scan { prompts: 0, contiguous: true, missing_answer: None, positions: BTreeMap::new() };
@@ -402,11 +425,15 @@ fn scan_samples(reader: &DatasetReader, shard: Option<Shard>) -> Result<Scan> {
     };
     // Positions need a second set of prompt ids only for a shard of a plain file (ranks among all prompts).
     let ranks_needed = shard.is_some() && reader.shards().is_none();
+    let mut last_ok: Option<String> = None;
     for batch in reader.rows::<SampleRow>() {
         for s in batch? {
             let position = if ranks_needed || reader.shards().is_some() { order.note(&s.prompt_id) } else { scan.positions.len() as u64 };
             if shard.is_some_and(|sh| !sh.contains(&s.prompt_id)) {
                 continue;
+            }
+            if check_constraints {
+                check_sample_constraints(&s, file, &mut last_ok)?;
             }
             match current.as_mut() {
                 Some((id, prompt, has_answer)) if *id == s.prompt_id => {
@@ -513,7 +540,8 @@ pub fn run(a: Args) -> Result<()> {
     let oracle = a.oracle.build(a.seed)?;
     let reader = DatasetReader::open_for_shard(Dataset::Samples, &a.samples, shard)?;
     reader.validate()?;
-    let scan = scan_samples(&reader, shard)?;
+    let constraints_oracle = matches!(&oracle, Oracle::Verifier(v) if matches!(v.mode(), VerifyMode::Constraints));
+    let scan = scan_samples(&reader, shard, constraints_oracle)?;
     if scan.prompts == 0 {
         match shard {
             Some(sh) => log::warn!("shard {sh}: none of the samples' prompts falls in this shard; writing an empty output"),
@@ -534,7 +562,7 @@ pub fn run(a: Args) -> Result<()> {
         Some(items) => items.iter().find(|it| it.answer.is_none()).map(|it| it.prompt_id.clone()),
         None => scan.missing_answer.clone(),
     };
-    if let (Oracle::Verifier(_), Some(id)) = (&oracle, &missing_answer) {
+    if let (Oracle::Verifier(_), Some(id), false) = (&oracle, &missing_answer, constraints_oracle) {
         bail!(
             "{}: prompt '{id}': column 'answer' is null, but the verifier needs an answer for every prompt (import prompts with --answer-field)",
             reader.files()[0].display(),

@@ -194,6 +194,7 @@ fn init(a: InitArgs) -> Result<()> {
                 history: None,
                 reference: Some((x + y).to_string()),
                 answer: Some((x + y).to_string()),
+                constraints: None,
             };
         }
     };

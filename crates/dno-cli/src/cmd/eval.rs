@@ -11,12 +11,15 @@
 //! Accuracy: when the samples carry an `answer`, both responses are checked with the verifier
 //! of `--verify` (default `last-number`: the last number in the response equals the last number
 //! in the answer, the usual GSM8K-style check), whatever oracle decides the preference.
+//! Likewise, when the samples carry `constraints`, both responses are checked against them:
+//! strict accuracy (all constraints met) and loose accuracy (mean fraction met) for candidate and
+//! baseline, beside the win-rate.
 
 use super::annotate::{drive, failures_error, stage_cache, OracleArgs, RunAccounting};
 use anyhow::{anyhow, bail, Context, Result};
 use dno_data::{read_validated, Dataset, DatasetReader, DatasetWriter, EvalRow, PromptOrder, PromptRow, Provenance, SampleRow, Shard, ShardMeta, META_SHARD};
 use dno_eval::{Comparison, EvalOptions, EvalSummary};
-use dno_oracle::{Candidate, Failure, Item, Judgment, Oracle, PairSpec, Verifier};
+use dno_oracle::{Candidate, Failure, Item, Judgment, Oracle, PairSpec, Verifier, VerifyMode};
 use serde::Serialize;
 use std::collections::{BTreeMap, HashMap, HashSet};
 use std::path::{Path, PathBuf};
@@ -91,6 +94,8 @@ pub fn comparison(r: &EvalRow) -> Comparison {
         baseline_len: r.baseline_len as usize,
         candidate_correct: r.candidate_correct,
         baseline_correct: r.baseline_correct,
+        candidate_constraints: r.candidate_constraints,
+        baseline_constraints: r.baseline_constraints,
     }
 }
 
@@ -106,6 +111,7 @@ struct Planned {
     prompt_id: String,
     prompt: String,
     answer: Option<String>,
+    constraints: Option<String>,
     cand: Resp,
     base: Resp,
 }
@@ -201,6 +207,7 @@ fn plan(
                 prompt_id: pid.clone(),
                 prompt: dno_data::judge_view(&s.prompt, s.history.as_deref()).with_context(|| format!("sample '{}'", s.sample_id))?,
                 answer: s.answer.clone().or_else(|| b_answer.clone()),
+                constraints: s.constraints.clone(),
                 cand: Resp { id: s.sample_id.clone(), text: s.response.clone() },
                 base: b.clone(),
             });
@@ -245,6 +252,15 @@ pub fn print_summary(s: &EvalSummary, out: &Path) {
     if s.accuracy_candidate.is_some() || s.accuracy_baseline.is_some() {
         eprintln!("  accuracy: candidate {}, baseline {}", pct(s.accuracy_candidate), pct(s.accuracy_baseline));
     }
+    if s.constraints_strict_candidate.is_some() {
+        eprintln!(
+            "  constraints: strict accuracy (all met) candidate {}, baseline {}; loose (mean fraction met) candidate {}, baseline {}",
+            pct(s.constraints_strict_candidate),
+            pct(s.constraints_strict_baseline),
+            pct(s.constraints_loose_candidate),
+            pct(s.constraints_loose_baseline)
+        );
+    }
     if let Some(p) = s.first_position_win_rate {
         eprintln!("  first-position win-rate {:.1}% (50% = no position bias)", 100.0 * p);
     }
@@ -285,7 +301,9 @@ pub fn run(a: Args) -> Result<()> {
     if !(a.ci_level > 0.0 && a.ci_level < 1.0) {
         bail!("--ci-level {} must lie strictly between 0 and 1", a.ci_level);
     }
-    let verifier = Verifier::new(a.oracle.verify_mode()?);
+    let verify_mode = a.oracle.verify_mode()?;
+    let check_answers = !matches!(verify_mode, VerifyMode::Constraints);
+    let verifier = Verifier::new(verify_mode);
     let oracle = a.oracle.build(a.seed)?;
     let shard = a.shard.as_deref().map(Shard::parse).transpose()?;
     let cand_reader = DatasetReader::open_for_shard(Dataset::Samples, &a.candidate, shard)?;
@@ -294,7 +312,23 @@ pub fn run(a: Args) -> Result<()> {
     let (base, base_files, base_desc) = baselines(&a, &cand_samples)?;
     let (planned, shard_positions) = plan(&a, shard, &cand_reader, &cand_samples, &base)?;
     drop(cand_samples);
-    if let Oracle::Verifier(_) = oracle {
+    // Constraints are parsed once per comparison, before anything is judged: a bad one is an
+    // error naming its prompt.
+    let mut parsed_constraints = Vec::with_capacity(planned.len());
+    for p in &planned {
+        parsed_constraints.push(match &p.constraints {
+            Some(c) => Some(dno_oracle::constraints::parse(c).map_err(|e| {
+                anyhow!("{}: prompt '{}': column 'constraints': {e:#}", cand_reader.files()[0].display(), p.prompt_id)
+            })?),
+            None if !check_answers => bail!(
+                "{}: prompt '{}': column 'constraints' is null, but --verify constraints needs constraints for every prompt",
+                cand_reader.files()[0].display(),
+                p.prompt_id
+            ),
+            None => None,
+        });
+    }
+    if let (Oracle::Verifier(_), true) = (&oracle, check_answers) {
         if let Some(p) = planned.iter().find(|p| p.answer.is_none()) {
             bail!(
                 "{}: prompt '{}': column 'answer' is null, but the verifier oracle needs an answer for every prompt",
@@ -309,6 +343,7 @@ pub fn run(a: Args) -> Result<()> {
             prompt_id: p.prompt_id.clone(),
             prompt: p.prompt.clone(),
             answer: p.answer.clone(),
+            constraints: p.constraints.clone(),
             candidates: vec![
                 Candidate { sample_id: p.cand.id.clone(), text: p.cand.text.clone(), is_reference: false },
                 Candidate { sample_id: p.base.id.clone(), text: p.base.text.clone(), is_reference: a.baseline_reference },
@@ -366,7 +401,7 @@ pub fn run(a: Args) -> Result<()> {
     let mut verify_errors = 0usize;
     let mut first_verify_error = String::new();
     let mut check = |text: &str, answer: Option<&str>| -> Option<bool> {
-        let answer = answer?;
+        let answer = answer.filter(|_| check_answers)?;
         match verifier.is_correct(text, answer) {
             Ok(b) => Some(b),
             Err(e) => {
@@ -379,10 +414,14 @@ pub fn run(a: Args) -> Result<()> {
         }
     };
     let mut rows = Vec::new();
-    for (p, j) in planned.iter().zip(&judged) {
+    let met = |cs: &Option<Vec<dno_oracle::constraints::Constraint>>, text: &str| {
+        cs.as_ref().map(|cs| dno_oracle::constraints::fraction(&dno_oracle::constraints::check_all(cs, text)))
+    };
+    for ((p, j), cs) in planned.iter().zip(&judged).zip(&parsed_constraints) {
         let Some(j) = j else { continue };
         let cand_correct = check(&p.cand.text, p.answer.as_deref());
         let base_correct = check(&p.base.text, p.answer.as_deref());
+        let (cand_met, base_met) = (met(cs, &p.cand.text), met(cs, &p.base.text));
         let (cl, bl) = (p.cand.text.chars().count(), p.base.text.chars().count());
         rows.push(EvalRow {
             prompt_id: p.prompt_id.clone(),
@@ -395,6 +434,8 @@ pub fn run(a: Args) -> Result<()> {
             baseline_len: bl as i64,
             candidate_correct: cand_correct,
             baseline_correct: base_correct,
+            candidate_constraints: cand_met,
+            baseline_constraints: base_met,
             judge: j.judge.clone(),
         });
     }

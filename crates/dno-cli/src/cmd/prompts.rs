@@ -68,6 +68,10 @@ pub struct ImportArgs {
     /// Field holding ground truth for verifiers (the `answer` column).
     #[arg(long)]
     pub answer_field: Option<String>,
+    /// Field holding instruction-following constraints (the `constraints` column): a JSON array,
+    /// or a string holding one (see schemas/constraints.md); validated on import.
+    #[arg(long)]
+    pub constraints_field: Option<String>,
     /// Field holding a system message; by default `system` when present.
     #[arg(long)]
     pub system_field: Option<String>,
@@ -120,6 +124,8 @@ fn import(a: ImportArgs) -> Result<()> {
         system: a.system_field.clone(),
         reference: a.reference_field.clone(),
         answer: a.answer_field.clone(),
+        constraints: a.constraints_field.clone(),
+        check_constraints: Some(|c| dno_oracle::constraints::parse(c).map(|_| ())),
     };
     let rows = write_rows::<PromptRow>(&a.input.input, &a.out, &prov, a.force, import::prompts(a.input.records()?, &fields))?;
     eprintln!("wrote {} prompts to {}", rows, a.out.display());

@@ -1,4 +1,5 @@
-//! `dno report RUN_DIR`: the per-iteration table and plot from every eval file of a run.
+//! `dno report RUN_DIR...`: the per-iteration table and plot from every eval file of one or more
+//! runs; each run is one series in the plot (x = iteration, π₁ at 0).
 
 use anyhow::{anyhow, bail, Context, Result};
 use std::path::{Path, PathBuf};
@@ -54,28 +55,34 @@ pub fn load_summary(file: &Path) -> Result<dno_eval::EvalSummary> {
 }
 
 pub fn run(a: Args) -> Result<()> {
-    let mut files = Vec::new();
+    // (table label, run = plot series, iteration, file)
+    let mut files: Vec<(String, String, u32, PathBuf)> = Vec::new();
     let several = a.inputs.len() > 1;
     for input in &a.inputs {
         if input.is_dir() {
             let name = input.file_name().and_then(|n| n.to_str()).unwrap_or("run").to_string();
-            for (label, f) in find_eval_files(input)? {
-                files.push((if several { format!("{name}/{label}") } else { label }, f));
+            for (i, (label, f)) in find_eval_files(input)?.into_iter().enumerate() {
+                let iteration = f.parent().and_then(iteration_number).map_or(i as u32 + 1, |t| t as u32);
+                // Several eval files of one iteration (`eval-greedy.parquet`) are separate series.
+                let stem = label.split_once('/').map(|(_, s)| format!("/{s}")).unwrap_or_default();
+                let run = format!("{name}{stem}");
+                files.push((if several { format!("{name}/{label}") } else { label }, run, iteration, f));
             }
         } else {
             let label = input.parent().and_then(|d| d.file_name()).and_then(|n| n.to_str()).unwrap_or("eval").to_string();
-            files.push((label, input.clone()));
+            let iteration = input.parent().and_then(iteration_number).map_or(files.len() as u32 + 1, |t| t as u32);
+            files.push((label, "eval".to_string(), iteration, input.clone()));
         }
     }
     if files.is_empty() {
         bail!("{}: no iter-*/eval*.parquet files found", a.inputs[0].display());
     }
-    let mut iters = Vec::new();
-    for (label, f) in &files {
-        iters.push((label.clone(), load_summary(f)?));
+    let mut entries = Vec::new();
+    for (label, run, iteration, f) in &files {
+        entries.push(dno_eval::ReportEntry::new(label.clone(), run.clone(), *iteration, load_summary(f)?));
     }
     let out = a.out.clone().unwrap_or_else(|| if a.inputs[0].is_dir() { a.inputs[0].join("report") } else { PathBuf::from("report") });
-    let files = dno_eval::render_report(&iters, &out)?;
+    let files = dno_eval::render_report(&entries, &out)?;
     print!("{}", files.markdown);
     eprintln!("report: {} and {}", files.markdown_path.display(), files.svg_path.display());
     Ok(())

@@ -38,6 +38,8 @@ pub fn comp(prompt: &str, p: f64, cand_len: usize, base_len: usize) -> Compariso
         baseline_len: base_len,
         candidate_correct: None,
         baseline_correct: None,
+        candidate_constraints: None,
+        baseline_constraints: None,
     }
 }
 

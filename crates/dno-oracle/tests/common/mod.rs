@@ -28,7 +28,7 @@ pub fn items(n: usize, k: usize) -> Vec<Item> {
                 text: format!("Reference answer for prompt {p}. <<q=5>>"),
                 is_reference: true,
             });
-            Item { prompt_id: format!("prompt-{p}"), prompt: format!("Question number {p}?"), answer: None, candidates }
+            Item { prompt_id: format!("prompt-{p}"), prompt: format!("Question number {p}?"), answer: None, constraints: None, candidates }
         })
         .collect()
 }
