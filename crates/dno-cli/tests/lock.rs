@@ -19,6 +19,7 @@ fn samples(n: usize, k: usize) -> Vec<SampleRow> {
                 prompt: format!("question {p}"),
                 system: None,
                 history: None,
+                constraints: None,
                 answer: None,
                 response: format!("answer {j} <<q={j}>>"),
                 source: "policy".into(),

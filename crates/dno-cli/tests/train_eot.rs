@@ -122,6 +122,7 @@ fn sample(id: &str, response: &str, finish: &str) -> SampleRow {
         prompt: "question".into(),
         system: None,
         history: None,
+        constraints: None,
         answer: None,
         response: response.into(),
         source: if finish == "reference" { "reference" } else { "policy" }.into(),

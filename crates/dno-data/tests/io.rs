@@ -257,6 +257,7 @@ fn pairs_version_1_files_without_finish_reasons_still_read() {
                     Some(f) => Arc::new(StringArray::from(f.clone())),
                     None => continue,
                 },
+                ("history", _) => continue,
                 ("chosen_id", _) => Arc::new(StringArray::from(vec!["c1", "c2"])),
                 (_, schema::ColType::Utf8) => Arc::new(StringArray::from(vec!["x", "y"])),
                 (_, schema::ColType::Float64) => Arc::new(Float64Array::from(vec![1.0, 0.5])),
