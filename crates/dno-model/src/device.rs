@@ -1,4 +1,4 @@
-//! `DeviceSpec`: "cpu" | "cuda" | "cuda:N" -> a burn `Device` (never `Device::default()`).
+//! `DeviceSpec`: "cpu" | "cuda" | "cuda:N" | "wgpu" | "wgpu:N" -> a burn `Device` (never `Device::default()`).
 
 use anyhow::{bail, Result};
 use burn::tensor::Device;
@@ -11,6 +11,10 @@ pub enum DeviceSpec {
     Cpu,
     /// CUDA device index (needs the `cuda` cargo feature).
     Cuda(usize),
+    /// burn's wgpu backend (needs the `wgpu` cargo feature): `None` is wgpu's default adapter
+    /// (any kind, software Vulkan included; `CUBECL_WGPU_DEFAULT_DEVICE` overrides it), `Some(N)`
+    /// the N-th discrete GPU.
+    Wgpu(Option<usize>),
 }
 
 impl FromStr for DeviceSpec {
@@ -20,13 +24,17 @@ impl FromStr for DeviceSpec {
         match s {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
-            _ => match s.strip_prefix("cuda:") {
-                Some(n) => match n.parse::<usize>() {
-                    Ok(i) => Ok(DeviceSpec::Cuda(i)),
-                    Err(_) => bail!("invalid device {s:?}: expected cpu, cuda or cuda:N"),
-                },
-                None => bail!("invalid device {s:?}: expected cpu, cuda or cuda:N"),
-            },
+            "wgpu" => Ok(DeviceSpec::Wgpu(None)),
+            _ => {
+                let index = |n: &str| n.parse::<usize>().ok();
+                if let Some(i) = s.strip_prefix("cuda:").and_then(index) {
+                    Ok(DeviceSpec::Cuda(i))
+                } else if let Some(i) = s.strip_prefix("wgpu:").and_then(index) {
+                    Ok(DeviceSpec::Wgpu(Some(i)))
+                } else {
+                    bail!("invalid device {s:?}: expected cpu, cuda, cuda:N, wgpu or wgpu:N")
+                }
+            }
         }
     }
 }
@@ -36,6 +44,8 @@ impl fmt::Display for DeviceSpec {
         match self {
             DeviceSpec::Cpu => write!(f, "cpu"),
             DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
+            DeviceSpec::Wgpu(None) => write!(f, "wgpu"),
+            DeviceSpec::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
         }
     }
 }
@@ -52,8 +62,15 @@ impl DeviceSpec {
             DeviceSpec::Cuda(i) => Ok(Device::cuda(*i)),
             #[cfg(not(feature = "cuda"))]
             DeviceSpec::Cuda(i) => {
-                bail!("device cuda:{i} requested but dno-model was built without the `cuda` feature")
+                bail!("device cuda:{i} requested but dno was built without the `cuda` feature")
             }
+            #[cfg(feature = "wgpu")]
+            DeviceSpec::Wgpu(kind) => {
+                use burn::tensor::DeviceKind;
+                Ok(Device::wgpu(kind.map_or(DeviceKind::DefaultDevice, DeviceKind::DiscreteGpu)))
+            }
+            #[cfg(not(feature = "wgpu"))]
+            DeviceSpec::Wgpu(_) => bail!("device {self} requested but dno was built without the `wgpu` feature"),
         }
     }
 }

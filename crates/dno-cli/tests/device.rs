@@ -1,0 +1,85 @@
+//! The device suite: the same `dno` commands on the device named by `DNO_TEST_DEVICE` (`wgpu` on
+//! Mesa's software Vulkan driver in CI, `cuda` on a GPU machine) and on the CPU must agree:
+//! sampled log-probs (the model's logits through the CLI), greedy text, the losses of two DPO
+//! steps, and a LoRA step. Build with the device's feature (`--features wgpu` / `cuda`).
+//! Without `DNO_TEST_DEVICE` every test prints SKIPPED and returns; `.ci/run` sets it.
+
+mod common;
+
+use common::{ok, s};
+use dno_data::{read_validated, MetricRow, SampleRow};
+use std::path::Path;
+
+fn device() -> Option<String> {
+    match std::env::var("DNO_TEST_DEVICE") {
+        Ok(d) if !d.is_empty() => Some(d),
+        _ => {
+            eprintln!("SKIPPED: DNO_TEST_DEVICE is not set (e.g. DNO_TEST_DEVICE=wgpu with --features wgpu)");
+            None
+        }
+    }
+}
+
+/// A tiny policy (the demo's) and its prompts, SFT-trained for a few steps on the CPU so the
+/// device sees non-random weights.
+fn setup(p: &Path) -> String {
+    ok(&["demo", "init", "--out", s(&p.join("run")), "--iterations", "1", "--prompts-per-iteration", "8", "--sft-prompts", "16", "--eval-prompts", "4", "--hidden", "32"], p);
+    ok(&["train", "--loss", "sft", "--model", s(&p.join("run/model")), "--prompts", s(&p.join("run/sft_prompts.parquet")), "--out", s(&p.join("sft")), "--lr", "3e-3", "--epochs", "1", "--batch-size", "8"], p);
+    s(&p.join("sft/model")).to_string()
+}
+
+fn samples(p: &Path, model: &str, device: &str, out: &str, temperature: &str, k: &str) -> Vec<SampleRow> {
+    let out = p.join(out);
+    ok(&["sample", "--model", model, "--prompts", s(&p.join("run/prompts-iter-1.parquet")), "--out", s(&out), "-k", k, "--temperature", temperature, "--top-p", "1.0", "--max-new-tokens", "6", "--seed", "5", "--device", device, "--policy", "pi"], p);
+    let (_, mut rows) = read_validated::<SampleRow>(&[out]).unwrap();
+    rows.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
+    rows
+}
+
+#[test]
+fn greedy_text_and_logprobs_match_the_cpu() {
+    let Some(dev) = device() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let model = setup(p);
+    let cpu = samples(p, &model, "cpu", "cpu.parquet", "0", "1");
+    let gpu = samples(p, &model, &dev, "dev.parquet", "0", "1");
+    assert_eq!(cpu.len(), gpu.len());
+    for (a, b) in cpu.iter().zip(&gpu) {
+        assert_eq!(a.response, b.response, "greedy text differs on {dev} for {}", a.prompt_id);
+        let (la, lb) = (a.logprob.unwrap(), b.logprob.unwrap());
+        assert!((la - lb).abs() < 1e-3 * (1.0 + la.abs()), "log-prob {la} on cpu vs {lb} on {dev} ({})", a.prompt_id);
+    }
+}
+
+fn metrics(dir: &Path) -> Vec<MetricRow> {
+    read_validated::<MetricRow>(&[dir.join("metrics.parquet")]).unwrap().1
+}
+
+#[test]
+fn two_dpo_steps_and_a_lora_step_match_the_cpu() {
+    let Some(dev) = device() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let model = setup(p);
+    // Pairs from CPU samples, so both devices train on the same data.
+    samples(p, &model, "cpu", "k4.parquet", "1.0", "4");
+    ok(&["annotate", "--samples", s(&p.join("k4.parquet")), "--out", s(&p.join("prefs.parquet")), "--oracle", "verifier", "--verify", "exact"], p);
+    ok(&["pair", "--samples", s(&p.join("k4.parquet")), "--preferences", s(&p.join("prefs.parquet")), "--out", s(&p.join("pairs.parquet")), "--strategy", "max-min"], p);
+    for (name, extra) in [("full", vec![]), ("lora", vec!["--lora-rank", "4"])] {
+        let mut runs = Vec::new();
+        for device in ["cpu", dev.as_str()] {
+            let out = p.join(format!("train-{name}-{}", device.replace(':', "_")));
+            let mut args = vec!["train", "--model", &model, "--pairs", s(&p.join("pairs.parquet")), "--out", s(&out), "--loss", "dpo", "--lr", "1e-3", "--batch-size", "2", "--device", device, "--shards", "1"];
+            args.extend(extra.iter().copied());
+            ok(&args, p);
+            runs.push(metrics(&out));
+        }
+        let (cpu, gpu) = (&runs[0], &runs[1]);
+        assert!(cpu.len() >= 2, "{name}: need two steps, got {}", cpu.len());
+        for (a, b) in cpu.iter().zip(gpu).take(if name == "lora" { 1 } else { 2 }) {
+            assert!((a.loss - b.loss).abs() < 1e-4, "{name} step {}: loss {} on cpu vs {} on {dev}", a.step, a.loss, b.loss);
+            assert!((a.grad_norm - b.grad_norm).abs() < 1e-3 * (1.0 + a.grad_norm), "{name} step {}: grad norm {} vs {}", a.step, a.grad_norm, b.grad_norm);
+        }
+    }
+}
