@@ -54,7 +54,7 @@ pub struct Args {
     /// burn (local) or openai (any OpenAI-compatible server: vLLM, SGLang, llama.cpp, TGI).
     #[arg(long, default_value = "burn", value_parser = ["burn", "openai"])]
     pub engine: String,
-    /// cpu, cuda or cuda:N (engine burn).
+    /// cpu, cuda, cuda:N (`--features cuda`), wgpu or wgpu:N (`--features wgpu`) (engine burn).
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Server base URL (engine openai), e.g. http://localhost:8000/v1; several servers of the

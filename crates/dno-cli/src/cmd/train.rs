@@ -76,7 +76,7 @@ pub struct Args {
     /// System message for the chat template (a row's own `system` wins).
     #[arg(long)]
     pub system: Option<String>,
-    /// cpu, cuda or cuda:N. On the CPU each batch is split into one data-parallel shard per core.
+    /// cpu, cuda, cuda:N (`--features cuda`), wgpu or wgpu:N (`--features wgpu`). On the CPU each batch is split into one data-parallel shard per core.
     #[arg(long, default_value = "cpu")]
     pub device: String,
     /// Data parallelism across devices, e.g. `cuda:0,cuda:1`: every micro-batch is split by pair
