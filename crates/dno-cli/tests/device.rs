@@ -66,11 +66,12 @@ fn two_dpo_steps_and_a_lora_step_match_the_cpu() {
     samples(p, &model, "cpu", "k4.parquet", "1.0", "4");
     ok(&["annotate", "--samples", s(&p.join("k4.parquet")), "--out", s(&p.join("prefs.parquet")), "--oracle", "verifier", "--verify", "exact"], p);
     ok(&["pair", "--samples", s(&p.join("k4.parquet")), "--preferences", s(&p.join("prefs.parquet")), "--out", s(&p.join("pairs.parquet")), "--strategy", "max-min"], p);
+    let pairs = p.join("pairs.parquet");
     for (name, extra) in [("full", vec![]), ("lora", vec!["--lora-rank", "4"])] {
         let mut runs = Vec::new();
         for device in ["cpu", dev.as_str()] {
             let out = p.join(format!("train-{name}-{}", device.replace(':', "_")));
-            let mut args = vec!["train", "--model", &model, "--pairs", s(&p.join("pairs.parquet")), "--out", s(&out), "--loss", "dpo", "--lr", "1e-3", "--batch-size", "2", "--device", device, "--shards", "1"];
+            let mut args = vec!["train", "--model", &model, "--pairs", s(&pairs), "--out", s(&out), "--loss", "dpo", "--lr", "1e-3", "--batch-size", "2", "--device", device, "--shards", "1"];
             args.extend(extra.iter().copied());
             ok(&args, p);
             runs.push(metrics(&out));
