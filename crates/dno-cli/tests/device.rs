@@ -62,10 +62,16 @@ fn two_dpo_steps_and_a_lora_step_match_the_cpu() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     let model = setup(p);
-    // Pairs from CPU samples, so both devices train on the same data.
-    samples(p, &model, "cpu", "k4.parquet", "1.0", "4");
-    ok(&["annotate", "--samples", s(&p.join("k4.parquet")), "--out", s(&p.join("prefs.parquet")), "--oracle", "verifier", "--verify", "exact"], p);
-    ok(&["pair", "--samples", s(&p.join("k4.parquet")), "--preferences", s(&p.join("prefs.parquet")), "--out", s(&p.join("pairs.parquet")), "--strategy", "max-min"], p);
+    // The same preference pairs for both devices (an imported TRL-style file: the task's true
+    // sums chosen over carry-dropping ones).
+    let jsonl: String = (0..8)
+        .map(|i| {
+            let (a, b) = (17 + 3 * i, 35 + 2 * i);
+            format!("{{\"prompt\": \"{a}+{b}=\", \"chosen\": \"{}\", \"rejected\": \"{}\"}}\n", a + b, a + b - 10)
+        })
+        .collect();
+    std::fs::write(p.join("prefs.jsonl"), jsonl).unwrap();
+    ok(&["pairs", "import", s(&p.join("prefs.jsonl")), "--out", s(&p.join("pairs.parquet"))], p);
     let pairs = p.join("pairs.parquet");
     for (name, extra) in [("full", vec![]), ("lora", vec!["--lora-rank", "4"])] {
         let mut runs = Vec::new();
