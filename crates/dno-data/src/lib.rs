@@ -5,7 +5,9 @@
 pub mod import;
 pub mod io;
 pub mod lock;
+pub mod pair;
 pub mod parts;
+pub mod progress;
 pub mod provenance;
 pub mod rows;
 pub mod schema;
@@ -14,6 +16,7 @@ pub mod shard;
 pub use io::{check_output, read_metadata, read_provenance, read_validated, resolve_inputs, write_atomic, DatasetReader, DatasetWriter};
 pub use lock::{lock_output, OutputLock};
 pub use parts::PartStore;
+pub use progress::{Reporter, Silent};
 pub use provenance::{fingerprint, InputRef, Provenance};
 pub use rows::{conversation, judge_view, parse_history, EvalRow, MetricRow, PairRow, PreferenceRow, PromptRow, Row, SampleRow, Turn};
 pub use schema::{Dataset, META_PROVENANCE, META_SCHEMA, META_VERSION};
@@ -65,4 +68,25 @@ pub fn sample_id(prompt_id: &str, policy: &str, index: i32, seed: u64) -> String
 /// The sample id of a prompt's reference answer.
 pub fn reference_id(prompt_id: &str) -> String {
     format!("ref-{:016x}", stable_hash(&[prompt_id, "reference"]))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn repetition_rule() {
+        assert!(!is_repetitive("The answer is 42 because six times seven is forty-two."));
+        assert!(is_repetitive(&"the cat sat on the mat ".repeat(10)));
+        assert!(is_repetitive(&"0".repeat(200)));
+        assert!(!is_repetitive(&(0..100).map(|i| format!("w{i}")).collect::<Vec<_>>().join(" ")));
+    }
+
+    #[test]
+    fn ids_are_deterministic_and_distinct() {
+        assert_eq!(sample_id("p", "m", 0, 1), sample_id("p", "m", 0, 1));
+        assert_ne!(sample_id("p", "m", 0, 1), sample_id("p", "m", 1, 1));
+        assert_ne!(sample_id("p", "m", 0, 1), sample_id("p", "m", 0, 2));
+        assert_ne!(reference_id("p"), reference_id("q"));
+    }
 }

@@ -8,6 +8,9 @@
 //! * [`render_report`] writes `report.md` (one table row per run and iteration) and `winrate.svg`
 //!   (one series per run against iteration, π₁ at iteration 0: win-rate with CI whiskers and LC,
 //!   accuracy when answers or constraints were checked, and mean lengths).
+//! * [`stage`] is the `dno eval` stage over Parquet samples: it plans the comparisons (candidate
+//!   vs. baseline sample or reference answer), has a `dno-oracle` oracle judge them, checks
+//!   accuracy and writes the eval file with its summary.
 //!
 //! All rates are fractions in [0, 1] internally and in the serialised summary; the report
 //! prints them as percentages.
@@ -18,6 +21,7 @@ use anyhow::{bail, Result};
 use serde::{Deserialize, Serialize};
 
 pub mod lc;
+pub mod stage;
 mod report;
 pub mod stats;
 

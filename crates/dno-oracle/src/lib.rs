@@ -14,8 +14,9 @@
 //! [`annotate::run`] drives an oracle over a stream of [`Item`]s with bounded concurrency, an
 //! on-disk answer [`cache::Cache`] (which is also the resume mechanism) and deterministic output
 //! order. [`client::Client`] is the shared OpenAI-compatible HTTP client (also used by
-//! `dno sample --engine openai`). [`fake_server`] is a small in-process OpenAI-compatible server
-//! with fault injection, used by this crate's tests and benchmark and usable by other crates' tests.
+//! `dno sample --engine openai`). [`stage`] is the annotate stage over Parquet samples (and what
+//! `dno eval` shares with it). With the `fake-server` feature (tests and benchmarks only),
+//! `fake_server` is a small in-process OpenAI-compatible server with fault injection.
 //!
 //! The data types here are plain structs; Parquet lives in `dno-data`.
 
@@ -24,9 +25,11 @@ pub mod cache;
 pub mod client;
 pub mod command;
 pub mod constraints;
+#[cfg(feature = "fake-server")]
 pub mod fake_server;
 pub mod judge;
 pub mod pairs;
+pub mod stage;
 pub mod template;
 pub mod verifier;
 
@@ -49,7 +52,7 @@ pub struct Candidate {
     pub sample_id: String,
     /// The response text shown to the oracle.
     pub text: String,
-    /// True for the gold/teacher response (the paper's y_gold); used by `--pairs vs-reference`.
+    /// True for the gold/teacher response (the paper's y_gold); used by `--compare vs-reference`.
     pub is_reference: bool,
 }
 

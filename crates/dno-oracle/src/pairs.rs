@@ -4,7 +4,7 @@ use crate::Item;
 use anyhow::{bail, Context, Result};
 use sha2::{Digest, Sha256};
 
-/// Pair selection (`--pairs`).
+/// Pair selection (`dno annotate --compare`).
 #[derive(Debug, Clone, PartialEq, Eq)]
 pub enum PairSpec {
     /// Every unordered pair `(i, j)`, `i < j`: K(K-1)/2 pairs (the full preference matrix).
@@ -26,13 +26,13 @@ impl std::str::FromStr for PairSpec {
             "vs-reference" | "vs-ref" => Ok(PairSpec::VsReference),
             _ => {
                 if let Some(n) = s.strip_prefix("random:") {
-                    let n: usize = n.trim().parse().with_context(|| format!("--pairs {s}: N must be a positive integer"))?;
+                    let n: usize = n.trim().parse().with_context(|| format!("--compare {s}: N must be a positive integer"))?;
                     if n == 0 {
-                        bail!("--pairs {s}: N must be at least 1");
+                        bail!("--compare {s}: N must be at least 1");
                     }
                     Ok(PairSpec::Random(n))
                 } else {
-                    bail!("--pairs {s}: expected all, vs-reference or random:N")
+                    bail!("--compare {s}: expected all, vs-reference or random:N")
                 }
             }
         }

@@ -3,8 +3,7 @@
 //! directory directly; merging is for tools that want one file, and for eval, whose summary
 //! (win-rate, CI, LC) needs all comparisons: it is computed here as an unsharded `dno eval` does.
 
-use super::eval::{comparison, print_summary, EVAL_OPTIONS_KEY};
-use super::report::SUMMARY_KEY;
+use dno_eval::stage::{comparison, summary_lines, EVAL_OPTIONS_KEY, SUMMARY_KEY};
 use anyhow::{anyhow, bail, Context, Result};
 use dno_data::{read_metadata, resolve_inputs, Dataset, DatasetReader, DatasetWriter, EvalRow, PairRow, PreferenceRow, PromptRow, Provenance, Row, SampleRow, META_SCHEMA};
 use dno_eval::EvalOptions;
@@ -59,7 +58,9 @@ pub fn run(a: Args) -> Result<()> {
             let summary = dno_eval::summarize(&comps, &opts).map_err(|e| anyhow!("eval summary: {e:#}"))?;
             let extra = vec![(SUMMARY_KEY, serde_json::to_string(&summary)?), (EVAL_OPTIONS_KEY, serde_json::to_string(&opts)?)];
             let n = write_rows(rows, &a, &prov, accounting, extra)?;
-            print_summary(&summary, &a.out);
+            for l in summary_lines(&summary, &a.out) {
+                eprintln!("{l}");
+            }
             n
         }
         Dataset::Metrics => bail!("{}: metrics are not sharded", files[0].display()),

@@ -16,14 +16,6 @@ pub mod schema;
 pub mod train;
 pub mod validate;
 
-/// The prompt side of a chat: the system message, the earlier turns (`history`) and the final user
-/// turn, rendered by the model's chat template with the assistant's generation prompt.
-pub fn render_prompt(chat: &dno_model::ChatTemplate, system: Option<&str>, history: Option<&str>, prompt: &str) -> anyhow::Result<String> {
-    let turns = dno_data::conversation(system, history, prompt)?;
-    let messages: Vec<(&str, &str)> = turns.iter().map(|t| (t.role.as_str(), t.content.as_str())).collect();
-    chat.render_messages(&messages, true)
-}
-
 use indicatif::{ProgressBar, ProgressDrawTarget, ProgressStyle};
 use std::io::IsTerminal;
 
@@ -66,5 +58,44 @@ impl Ticker {
         } else {
             false
         }
+    }
+}
+
+/// The CLI's [`dno_data::Reporter`]: a progress bar on a terminal; otherwise a progress line at
+/// most every `every_s` seconds (unless `--quiet`). Notes go to stderr.
+pub struct Report {
+    bar: Option<ProgressBar>,
+    what: String,
+    total: u64,
+    ticker: Ticker,
+}
+
+impl Report {
+    pub fn new(every_s: u64) -> Self {
+        Report { bar: None, what: String::new(), total: 0, ticker: Ticker::new(every_s) }
+    }
+}
+
+impl dno_data::Reporter for Report {
+    fn start(&mut self, what: &str, total: u64) {
+        self.bar = Some(progress(total, what));
+        self.what = what.to_string();
+        self.total = total;
+    }
+    fn progress(&mut self, done: u64, status: &str) {
+        let Some(pb) = &self.bar else { return };
+        pb.set_position(done);
+        pb.set_message(status.to_string());
+        if pb.is_hidden() && log::max_level() >= log::LevelFilter::Warn && self.ticker.due() {
+            eprintln!("{}: {done}/{} done, {status}", self.what, self.total);
+        }
+    }
+    fn finish(&mut self) {
+        if let Some(pb) = self.bar.take() {
+            pb.finish_and_clear();
+        }
+    }
+    fn note(&mut self, line: &str) {
+        eprintln!("{line}");
     }
 }

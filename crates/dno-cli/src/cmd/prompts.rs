@@ -94,7 +94,7 @@ fn render(a: RenderArgs) -> Result<()> {
         .with_context(|| format!("loading {}", a.model.display()))?;
     let mut out = std::io::stdout().lock();
     for p in &prompts {
-        let text = super::render_prompt(&lm.chat, p.system.as_deref().or(a.system.as_deref()), p.history.as_deref(), &p.prompt)
+        let text = dno_sample::render_prompt(&lm.chat, p.system.as_deref().or(a.system.as_deref()), p.history.as_deref(), &p.prompt)
             .with_context(|| format!("prompt '{}': chat template", p.prompt_id))?;
         let ids = lm.tokenizer.encode(&text, false)?;
         writeln!(out, "{}", serde_json::json!({"prompt_id": p.prompt_id, "text": text, "ids": ids}))?;

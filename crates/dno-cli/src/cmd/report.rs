@@ -14,7 +14,7 @@ pub struct Args {
     pub out: Option<PathBuf>,
 }
 
-pub const SUMMARY_KEY: &str = "dno.eval_summary";
+use dno_eval::stage::SUMMARY_KEY;
 
 /// Eval files of a run, ordered by iteration: `iter-<t>/eval*.parquet` sorted by t.
 fn find_eval_files(dir: &Path) -> Result<Vec<(String, PathBuf)>> {
