@@ -18,7 +18,7 @@ JUDGE        = --oracle judge --mode pairwise --base-url http://127.0.0.1:8089/v
                --judge-temperature 0 --concurrency 2
 # The 135M judge sometimes puts no A/B mass in its top-20 first tokens at all (~2% of judgments);
 # those are failures, reported and left out rather than guessed (drop --allow-failures to stop instead).
-ORACLE       = $(JUDGE) --pairs random:3 --allow-failures
+ORACLE       = $(JUDGE) --compare random:3 --allow-failures
 EVAL_ORACLE  = $(JUDGE) --allow-failures
 # Win-rates from a weak continuous judge are close together, so best-vs-worst per prompt.
 STRATEGY     = max-min

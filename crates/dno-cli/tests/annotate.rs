@@ -106,12 +106,31 @@ fn verifier_end_to_end() {
     assert!(!again.status.success());
     assert!(String::from_utf8_lossy(&again.stderr).contains("--force"));
 
-    // --pairs vs-reference: every policy sample against the reference only (prompt b has none).
+    // --compare vs-reference: every policy sample against the reference only (prompt b has none).
     let out2 = dir.path().join("prefs_ref.parquet");
-    run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out2), "--oracle", "verifier", "--pairs", "vs-reference"]);
+    run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out2), "--oracle", "verifier", "--compare", "vs-reference"]);
     let rows = prefs(&out2);
     assert_eq!(rows.len(), 3);
     assert!(rows.iter().all(|r| r.sample_b == "a-ref"));
+    assert_eq!(dno_data::read_provenance(&out2).unwrap().unwrap().config["compare"], "vs-reference");
+
+    // The old spelling `--pairs` (now the pairs file of `dno train`) still works, with a warning.
+    let out2b = dir.path().join("prefs_ref_old.parquet");
+    let o = run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out2b), "--oracle", "verifier", "--pairs", "vs-reference"]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--pairs is deprecated") && err.contains("--compare"), "{err}");
+    let old: Vec<(String, String, f64)> = prefs(&out2b).into_iter().map(|r| (r.sample_a, r.sample_b, r.p_a)).collect();
+    let new: Vec<(String, String, f64)> = rows.iter().map(|r| (r.sample_a.clone(), r.sample_b.clone(), r.p_a)).collect();
+    assert_eq!(old, new);
+    assert_eq!(dno_data::read_provenance(&out2b).unwrap().unwrap().config["compare"], "vs-reference");
+    let both = dno()
+        .args(["annotate", "--samples", s(&samples), "--out", s(&dir.path().join("both.parquet")), "--oracle", "verifier"])
+        .args(["--pairs", "all", "--compare", "all"])
+        .output()
+        .unwrap();
+    assert_eq!(both.status.code(), Some(2), "{}", String::from_utf8_lossy(&both.stderr));
+    let help = String::from_utf8_lossy(&run_ok(&["annotate", "--help"]).stdout).to_string();
+    assert!(help.contains("--compare <SPEC>") && help.contains("--command-batch <") && !help.contains("--pairs") && !help.contains("--batch-size"), "{help}");
 
     // A verifier run on a prompt without an answer is refused up front.
     let noans = dir.path().join("noans.parquet");
@@ -151,7 +170,7 @@ fn command_oracle_per_batch_and_persistent() {
     let script = Path::new(env!("CARGO_MANIFEST_DIR")).join("tests/data/prefer_shorter.py");
     let cmd = format!("python3 {}", script.display());
     let out = dir.path().join("prefs.parquet");
-    run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "command", "--command", &cmd, "--batch-size", "4"]);
+    run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "command", "--command", &cmd, "--command-batch", "4"]);
     let len: HashMap<String, usize> = rows.iter().map(|r| (r.sample_id.clone(), r.response.len())).collect();
     let check = |path: &Path| {
         let got = prefs(path);
@@ -168,12 +187,16 @@ fn command_oracle_per_batch_and_persistent() {
     assert_eq!(accounting(&out)["calls"], 15);
     assert!(dir.path().join("prefs.parquet.cache.jsonl").exists(), "default cache beside the output");
 
-    // Persistent process, separate cache: the same answers.
+    // Persistent process, separate cache: the same answers. The old spelling `--batch-size` (now
+    // only the training batch of `dno train`) still sets the command batch, with a warning.
     let out2 = dir.path().join("prefs2.parquet");
-    run_ok(&[
+    let o = run_ok(&[
         "annotate", "--samples", s(&samples), "--out", s(&out2), "--oracle", "command", "--command", &cmd, "--persistent", "--batch-size", "2",
     ]);
+    let err = String::from_utf8_lossy(&o.stderr);
+    assert!(err.contains("--batch-size is deprecated") && err.contains("--command-batch"), "{err}");
     check(&out2);
+    assert_eq!(dno_data::read_provenance(&out2).unwrap().unwrap().config["oracle"]["command_batch"], 2);
 
     // Rerun with --force: everything comes from the cache.
     run_ok(&["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "command", "--command", &cmd, "--force"]);
@@ -427,7 +450,7 @@ fn bad_input_is_one_line_and_writes_nothing() {
 
     // A bad flag value: one line too.
     let o = dno()
-        .args(["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "verifier", "--pairs", "random:0"])
+        .args(["annotate", "--samples", s(&samples), "--out", s(&out), "--oracle", "verifier", "--compare", "random:0"])
         .output()
         .unwrap();
     assert!(!o.status.success());
