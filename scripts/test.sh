@@ -3,6 +3,12 @@
 set -euo pipefail
 cd "$(dirname "$0")/.."
 cargo build --release --workspace --locked
+# The in-process test server stays out of `dno`: dno-oracle's `fake-server` feature comes from
+# dev-dependencies only, never from a normal dependency of the binary.
+if cargo tree --locked -p dno-cli -e normal,build,features --prefix none | grep -q 'dno-oracle feature "fake-server"'; then
+  echo 'error: dno-oracle/fake-server is enabled in the dno binary build' >&2
+  exit 1
+fi
 cargo test --release --workspace --locked
 # The GPU build must keep compiling even on machines without CUDA.
 # DOCS_RS=1 stops burn-cuda's LLVM bundler from downloading at build time (no network here); `check` needs no LLVM.

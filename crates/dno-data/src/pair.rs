@@ -241,6 +241,88 @@ pub fn run(o: &PairOptions, config: &impl Serialize, reporter: &mut dyn Reporter
 #[cfg(test)]
 mod tests {
     use super::*;
+    use crate::Silent;
+
+    fn sample(pid: &str, i: i32, text: &str) -> SampleRow {
+        SampleRow {
+            prompt_id: pid.into(),
+            sample_id: format!("{pid}-{i}"),
+            prompt: format!("q {pid}"),
+            system: None,
+            history: None,
+            answer: None,
+            constraints: None,
+            response: text.into(),
+            source: "policy".into(),
+            policy: "t".into(),
+            sample_index: i,
+            seed: 0,
+            response_tokens: 1,
+            finish_reason: if i == 2 { "length" } else { "stop" }.into(),
+            logprob: None,
+            repetitive: false,
+        }
+    }
+
+    fn pref(pid: &str, a: i32, b: i32, p_a: f64) -> PreferenceRow {
+        PreferenceRow {
+            prompt_id: pid.into(),
+            sample_a: format!("{pid}-{a}"),
+            sample_b: format!("{pid}-{b}"),
+            p_a,
+            judge: "test".into(),
+            p_ab: None,
+            p_ba: None,
+            score_a: None,
+            score_b: None,
+            raw: None,
+        }
+    }
+
+    fn write<T: crate::Row>(path: &Path, rows: Vec<T>) {
+        let mut w = DatasetWriter::<T>::create(path, &Provenance::new("test", &()).unwrap(), false).unwrap();
+        w.write_all(rows).unwrap();
+        w.finish().unwrap();
+    }
+
+    #[test]
+    fn max_min_pairs_best_against_worst_with_finish_reasons() {
+        let dir = tempfile::tempdir().unwrap();
+        let (samples, prefs, out) = (dir.path().join("s.parquet"), dir.path().join("p.parquet"), dir.path().join("iter-3").join("pairs.parquet"));
+        std::fs::create_dir_all(out.parent().unwrap()).unwrap();
+        write(&samples, vec![sample("a", 0, "good"), sample("a", 1, "mid"), sample("a", 2, "bad")]);
+        // 0 beats 1 and 2, 1 beats 2: win-rates 1, 0.5, 0.
+        write(&prefs, vec![pref("a", 0, 1, 1.0), pref("a", 0, 2, 1.0), pref("a", 1, 2, 1.0)]);
+        let o = PairOptions {
+            preferences: vec![prefs],
+            samples: vec![samples],
+            out: out.clone(),
+            pairing: PairingConfig { strategy: "max-min".parse().unwrap(), ..PairingConfig::default() },
+            ..PairOptions::default()
+        };
+        let r = run(&o, &"cfg", &mut Silent).unwrap();
+        assert_eq!((r.written, r.current, r.replayed), (1, 1, 0));
+        let rows = read_validated::<PairRow>(&[out]).unwrap().1;
+        assert_eq!(rows.len(), 1);
+        let p = &rows[0];
+        assert_eq!((p.chosen.as_str(), p.rejected.as_str()), ("good", "bad"));
+        assert_eq!((p.chosen_finish_reason.as_deref(), p.rejected_finish_reason.as_deref()), (Some("stop"), Some("length")));
+        assert_eq!((p.chosen_winrate, p.rejected_winrate), (1.0, 0.0));
+        assert_eq!(p.iteration, "iter-3", "the output's folder names the iteration");
+        assert_eq!(p.strategy, "max-min");
+    }
+
+    #[test]
+    fn a_preference_for_an_unknown_sample_is_an_error_naming_the_row() {
+        let dir = tempfile::tempdir().unwrap();
+        let (samples, prefs, out) = (dir.path().join("s.parquet"), dir.path().join("p.parquet"), dir.path().join("pairs.parquet"));
+        write(&samples, vec![sample("a", 0, "x"), sample("a", 1, "y")]);
+        write(&prefs, vec![pref("a", 0, 1, 1.0), pref("a", 0, 7, 1.0)]);
+        let o = PairOptions { preferences: vec![prefs], samples: vec![samples], out: out.clone(), ..PairOptions::default() };
+        let e = format!("{:#}", run(&o, &"cfg", &mut Silent).unwrap_err());
+        assert!(e.contains("preferences row 1") && e.contains("'a-7'"), "{e}");
+        assert!(!out.exists());
+    }
 
     #[test]
     fn replay_spec() {

@@ -488,3 +488,71 @@ pub fn annotate(a: &AnnotateOptions, oracle: &Oracle, config: &impl Serialize, r
     reporter.note(&format!("preferences: {n} written to {}{of}", a.out.display()));
     Ok(Outcome::Written(n))
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::Verifier;
+    use dno_data::Silent;
+    use std::sync::Arc;
+
+    fn sample(pid: &str, i: i32, response: &str, answer: &str) -> SampleRow {
+        SampleRow {
+            prompt_id: pid.into(),
+            sample_id: format!("{pid}-{i}"),
+            prompt: format!("q {pid}"),
+            system: None,
+            history: None,
+            answer: Some(answer.into()),
+            constraints: None,
+            response: response.into(),
+            source: "policy".into(),
+            policy: "t".into(),
+            sample_index: i,
+            seed: 0,
+            response_tokens: 1,
+            finish_reason: "stop".into(),
+            logprob: None,
+            repetitive: false,
+        }
+    }
+
+    #[test]
+    fn cache_beside_the_output() {
+        assert_eq!(default_cache_path(Path::new("run/iter-1/prefs.parquet")), PathBuf::from("run/iter-1/prefs.parquet.cache.jsonl"));
+        let mut f = FirstPosition::default();
+        assert_eq!(f.rate(), None);
+        f.add(Some(1.0));
+        f.add(None);
+        f.add(Some(0.5));
+        assert_eq!(f.rate(), Some(0.75));
+    }
+
+    #[test]
+    fn failures_error_names_the_first_and_the_cache() {
+        let f = Failure { prompt_id: "p".into(), sample_a: "a".into(), sample_b: "b".into(), error: "boom".into() };
+        let e = failures_error(&[f], 10, Path::new("c.jsonl")).to_string();
+        assert!(e.starts_with("1 of 10 judgments failed (first: prompt 'p' (a vs b): boom)") && e.contains("c.jsonl"), "{e}");
+    }
+
+    #[test]
+    fn annotate_with_the_verifier_writes_every_pair_in_order() {
+        let dir = tempfile::tempdir().unwrap();
+        let (samples, out) = (dir.path().join("s.parquet"), dir.path().join("prefs.parquet"));
+        let mut w = DatasetWriter::<SampleRow>::create(&samples, &Provenance::new("test", &()).unwrap(), false).unwrap();
+        w.write_all(vec![sample("a", 0, "it is 4", "4"), sample("a", 1, "it is 5", "4"), sample("b", 0, "7", "7"), sample("b", 1, "so 7", "7")]).unwrap();
+        w.finish().unwrap();
+        let oracle = Oracle::Verifier(Arc::new(Verifier::new(VerifyMode::LastNumber)));
+        let o = AnnotateOptions { samples: vec![samples], out: out.clone(), ..AnnotateOptions::default() };
+        assert_eq!(annotate(&o, &oracle, &"cfg", &mut Silent).unwrap(), Outcome::Written(2));
+        let rows = dno_data::read_validated::<PreferenceRow>(&[out.clone()]).unwrap().1;
+        let got: Vec<(&str, &str, f64)> = rows.iter().map(|r| (r.sample_a.as_str(), r.sample_b.as_str(), r.p_a)).collect();
+        assert_eq!(got, [("a-0", "a-1", 1.0), ("b-0", "b-1", 0.5)]);
+        // A dry run only estimates.
+        let dry = AnnotateOptions { dry_run: true, force: true, ..o };
+        match annotate(&dry, &oracle, &"cfg", &mut Silent).unwrap() {
+            Outcome::DryRun(line) => assert!(line.contains("2 prompts, 2 pairs"), "{line}"),
+            other => panic!("{other:?}"),
+        }
+    }
+}
