@@ -69,7 +69,7 @@ impl Default for StageOptions {
             cache: None,
             stats: EvalOptions::default(),
             run: RunOptions::default(),
-            verify: VerifyMode::LastNumber,
+            verify: VerifyMode::default(),
             dry_run: false,
             allow_failures: false,
             shard: None,

@@ -22,10 +22,12 @@ use anyhow::{bail, Context, Result};
 use regex::Regex;
 use std::sync::OnceLock;
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, Default)]
 pub enum VerifyMode {
     Exact,
     Normalized,
+    /// The default: GSM8K-style final answers.
+    #[default]
     LastNumber,
     Regex(Regex),
     Constraints,

@@ -85,7 +85,7 @@ pub struct OracleArgs {
     /// Verifier: exact, normalized, last-number (the last number of the response equals the last
     /// number of the answer; GSM8K-style), regex:PATTERN, or constraints (the fraction of the
     /// prompt's `constraints` met; see schemas/constraints.md). `dno eval` also uses it for accuracy.
-    #[arg(long, default_value = "last-number")]
+    #[arg(long, default_value_t = VerifyMode::default().to_string())]
     pub verify: String,
     /// Command oracle: the command line, run with `sh -c`.
     #[arg(long, value_name = "CMD")]

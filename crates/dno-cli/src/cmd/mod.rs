@@ -1,4 +1,5 @@
-//! One module per subcommand. Each stage reads and writes Parquet through `dno-data`.
+//! One module per subcommand, each thin: it parses its flags, fills the library crate's options
+//! struct (whose `Default` gives the flag defaults) and calls one library function.
 
 pub mod annotate;
 pub mod demo;
