@@ -119,13 +119,7 @@ fn lm_clone_no_eos(lm: &dno_model::LoadedModel) -> Result<dno_model::LoadedModel
     Ok(dno_model::LoadedModel {
         model: lm.model.clone(),
         config: lm.config.clone(),
-        tokenizer: dno_model::Tok {
-            inner: lm.tokenizer.inner.clone(),
-            bos_id: lm.tokenizer.bos_id,
-            bos_token: lm.tokenizer.bos_token.clone(),
-            eos_token: lm.tokenizer.eos_token.clone(),
-            eos_ids: vec![],
-        },
+        tokenizer: dno_model::Tok { eos_ids: vec![], ..lm.tokenizer.clone() },
         chat: dno_model::ChatTemplate::new(
             lm.chat.source().map(|s| s.to_string()),
             lm.chat.bos_token.clone(),

@@ -195,13 +195,7 @@ fn greedy_matches_reference() {
 }
 
 fn clone_tok(lm: &LoadedModel) -> dno_model::Tok {
-    dno_model::Tok {
-        inner: lm.tokenizer.inner.clone(),
-        bos_id: lm.tokenizer.bos_id,
-        bos_token: lm.tokenizer.bos_token.clone(),
-        eos_token: lm.tokenizer.eos_token.clone(),
-        eos_ids: lm.tokenizer.eos_ids.clone(),
-    }
+    lm.tokenizer.clone()
 }
 
 #[test]

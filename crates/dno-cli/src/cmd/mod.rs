@@ -16,6 +16,14 @@ pub mod schema;
 pub mod train;
 pub mod validate;
 
+/// `--chat-template FILE`: replaces the model's chat template with the file's.
+pub fn use_chat_template(lm: &mut dno_model::LoadedModel, path: Option<&std::path::Path>) -> anyhow::Result<()> {
+    use anyhow::Context;
+    let Some(path) = path else { return Ok(()) };
+    let src = std::fs::read_to_string(path).with_context(|| format!("--chat-template: reading {}", path.display()))?;
+    lm.set_chat_template(src).with_context(|| format!("--chat-template {}", path.display()))
+}
+
 /// The prompt side of a chat: the system message, the earlier turns (`history`) and the final user
 /// turn, rendered by the model's chat template with the assistant's generation prompt.
 pub fn render_prompt(chat: &dno_model::ChatTemplate, system: Option<&str>, history: Option<&str>, prompt: &str) -> anyhow::Result<String> {

@@ -42,6 +42,10 @@ pub struct Args {
     /// System message for the chat template (a prompt's own `system` wins).
     #[arg(long)]
     pub system: Option<String>,
+    /// Chat template file (Jinja) replacing the model's own, e.g. for a base model whose GGUF
+    /// has none (pipelines/chat_templates/gemma.jinja). --engine burn only.
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
     /// Send the prompt text as is, without the chat template.
     #[arg(long)]
     pub raw: bool,
@@ -282,7 +286,8 @@ impl Engine {
         } else {
             let path = a.model.as_ref().ok_or_else(|| anyhow!("--model is required with --engine burn"))?;
             let device = a.device.parse::<dno_model::DeviceSpec>()?.device()?;
-            let lm = dno_model::load_model(path, &device).with_context(|| format!("loading {}", path.display()))?;
+            let mut lm = dno_model::load_model(path, &device).with_context(|| format!("loading {}", path.display()))?;
+            super::use_chat_template(&mut lm, a.chat_template.as_deref())?;
             Ok(Engine::Burn(Box::new(lm)))
         }
     }
