@@ -100,6 +100,9 @@ def main() -> None:
         mr.write_json(args.out / "model_info.json", {**common, **info})
     tok, model = mr.load(args.gguf)
     tok.chat_template = TEMPLATE.read_text(encoding="utf-8")
+    # The GGUF's eos is <eos> (1); llama.cpp also ends generation at <end_of_turn> (106), found by
+    # name, as does google/gemma-3's generation_config (eos_token_id [1, 106]) and dno.
+    model.generation_config.eos_token_id = [tok.eos_token_id, tok.convert_tokens_to_ids("<end_of_turn>")]
     if "tokenize" in only:
         mr.write_json(args.out / "tokenize.json", mr.make_tokenize(tok, common))
     if "chat" in only:

@@ -188,7 +188,16 @@ impl Tok {
         if let Some(id) = v.eos_id {
             tok.eos_ids = vec![id];
         }
-        if let Some(id) = v.eot_id {
+        // Without tokenizer.ggml.eot_token_id, llama.cpp takes the end of turn from the token
+        // names (Gemma's <end_of_turn>, Phi-3's <|end|>); done here for SentencePiece vocabularies.
+        let eot = v.eot_id.or_else(|| match &tok.backend {
+            Backend::Spm { spm, .. } => EOT_NAMES
+                .iter()
+                .filter_map(|n| spm.token_to_id(n))
+                .find(|&id| spm.token_type(id) == Some(TokenType::Control)),
+            Backend::Hf(_) => None,
+        });
+        if let Some(id) = eot {
             if !tok.eos_ids.contains(&id) {
                 tok.eos_ids.push(id);
             }
@@ -199,6 +208,9 @@ impl Tok {
         Ok(tok)
     }
 }
+
+/// End-of-turn token names llama.cpp recognises (llama-vocab.cpp), in its order.
+const EOT_NAMES: &[&str] = &["<|eot_id|>", "<|im_end|>", "<|end|>", "<end_of_turn>", "<|endoftext|>", "<EOT>", "_<EOT>"];
 
 const GPT2_BYTELEVEL: &str = "bytelevel";
 const LLAMA3_REGEX: &str = r"(?i:'s|'t|'re|'ve|'m|'ll|'d)|[^\r\n\p{L}\p{N}]?\p{L}+|\p{N}{1,3}| ?[^\s\p{L}\p{N}]+[\r\n]*|\s*[\r\n]+|\s+(?!\S)|\s+";

@@ -84,7 +84,7 @@ fn gemma3_config_and_tokenizer_flags() {
     assert_eq!((c.hidden_size, c.num_hidden_layers, c.head_dim()), (640, 18, 256));
     assert_eq!(lm.tokenizer.vocab_size(), 262144);
     assert_eq!(lm.tokenizer.bos_id, Some(2));
-    assert_eq!(lm.tokenizer.eos_ids, vec![1]);
+    assert_eq!(lm.tokenizer.eos_ids, vec![1, 106], "<eos> and <end_of_turn> (by name, as llama.cpp)");
     // add_bos_token = true: add_special puts <bos> first; no space prefix (add_space_prefix = false)
     assert_eq!(lm.tokenizer.encode("Hello", true).unwrap()[0], 2);
     let hello = lm.tokenizer.encode("Hello", false).unwrap();
