@@ -91,7 +91,7 @@ pub fn save_hf(lm: &LoadedModel, dir: &Path) -> Result<()> {
 
     let tensors = tensors_of(model, &lm.config)?;
     // Phi-3 checkpoints keep q/k/v and gate/up fused: write them back that way.
-    let tensors = if lm.config.family() == crate::config::Family::Phi3 {
+    let tensors: Vec<Out> = if lm.config.family() == crate::config::Family::Phi3 {
         let named = tensors.into_iter().map(|t| Named { name: t.name, shape: t.shape, bytes: t.bytes }).collect();
         fuse_for_export(named)?.into_iter().map(|t| Out { name: t.name, shape: t.shape, bytes: t.bytes }).collect()
     } else {

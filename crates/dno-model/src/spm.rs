@@ -94,6 +94,7 @@ struct Symbol {
     next: Option<usize>,
 }
 
+#[derive(Clone, Copy)]
 enum Fragment<'a> {
     Text(&'a str),
     Token(u32),

@@ -88,7 +88,7 @@ impl Tok {
     /// The HF tokenizer, for the `tokenizer.json` backend (`None` for SentencePiece GGUF vocabularies).
     pub fn hf(&self) -> Option<&Tokenizer> {
         match &self.backend {
-            Backend::Hf(t) => Some(t),
+            Backend::Hf(t) => Some(t.as_ref()),
             Backend::Spm { .. } => None,
         }
     }

@@ -181,7 +181,7 @@ fn gemma3_greedy_matches_transformers_over_64_tokens() {
     let no_eos = LoadedModel {
         model: lm.model.clone(),
         config: lm.config.clone(),
-        tokenizer: dno_model::Tok { eos_ids: vec![], ..lm.tokenizer.clone() },
+        tokenizer: without_eos(&lm.tokenizer),
         chat: ChatTemplate::new(lm.chat.source().map(String::from), String::new(), String::new()).unwrap(),
     };
     let greedy = SamplingParams { temperature: 0.0, max_new_tokens: n, ..Default::default() };
@@ -204,4 +204,11 @@ fn gemma3_greedy_matches_transformers_over_64_tokens() {
         }
     }
     println!("gemma3 greedy total: {matched}/{total} tokens match");
+}
+
+/// The tokenizer with no end-of-sequence ids (generation runs to its length).
+fn without_eos(t: &dno_model::Tok) -> dno_model::Tok {
+    let mut t = t.clone();
+    t.eos_ids.clear();
+    t
 }
