@@ -378,6 +378,7 @@ def tiny_phi3_gguf(fixtures: Path, hf_model) -> None:
     common_kv(w, cfg, cfg.vocab_size, head_dim)
     w.add_rope_freq_base(10000.0)
     gguf_tokenizer(w, fixtures)
+    w.add_pad_token_id(cfg.pad_token_id)  # else transformers' Phi3Config pads with id 32000
     layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
              "self_attn.qkv_proj.weight": "attn_qkv.weight", "self_attn.o_proj.weight": "attn_output.weight",
              "mlp.gate_up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"}

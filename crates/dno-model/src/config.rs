@@ -106,6 +106,8 @@ pub struct LlamaConfig {
     /// Gemma name of the MLP activation (default gelu_pytorch_tanh).
     #[serde(default)]
     pub hidden_activation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
     #[serde(default)]
     pub bos_token_id: Option<u32>,
     #[serde(default)]

@@ -755,6 +755,7 @@ pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> 
         "max_position_embeddings": g.get_u64(&key("context_length")).unwrap_or(2048),
         "bos_token_id": g.get_u64("tokenizer.ggml.bos_token_id"),
         "eos_token_id": g.get_u64("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": g.get_u64("tokenizer.ggml.padding_token_id"),
     });
     if let Some(hd) = g.get_u64(&key("attention.key_length")) {
         c["head_dim"] = hd.into();
