@@ -19,10 +19,14 @@ token sequences and a greedy continuation, computed by transformers in float32.
                                 transformers loading the GGUF.
   fixtures/tiny-llama3.gguf     Llama with Llama-3 rope scaling as llama.cpp writes it
                                 (rope_freqs.weight); reference: the HF model with rope_scaling llama3.
+  fixtures/tiny-phi3/           Phi-3: fused qkv_proj and gate_up_proj, sliding_window = 4 (every layer).
+  fixtures/tiny-phi3.gguf       the same weights as a phi3 GGUF (attn_qkv, ffn_up = gate and up rows,
+                                no sliding window); reference: the HF Phi-3 with sliding_window None.
   fixtures/gguf-quants.gguf     blocks of every supported quant type next to their dequantisation
                                 by gguf.quants.dequantize (numpy); Q8_K by hand (gguf-py lacks it).
 
-Usage: /work/venv-ref/bin/python scripts/make_tiny_families.py [--fixtures DIR]
+Usage: /work/venv-ref/bin/python scripts/make_tiny_families.py [--fixtures DIR] [--only NAME,...]
+         (NAME: qwen3, mistral, gemma3, gemma3-gguf, llama3-gguf, phi3, quants; default all)
        /work/venv-ref/bin/python scripts/make_tiny_families.py --check-export DNO_BINARY
          (runs `dno export` on every fixture and reloads the result with transformers; DNO_BINARY
          may also be target/release/examples/export_hf from `cargo build --release -p dno-model --example export_hf`)
@@ -163,6 +167,17 @@ def tiny_gemma3(fixtures: Path):
     )
     return hf_fixture("tiny-gemma3", transformers.Gemma3ForCausalLM, cfg, fixtures, 5005,
                       "Gemma 3: layers 0 and 2 sliding (window 4, RoPE base 1e4), 1 and 3 global (base 1e6).")
+
+
+def tiny_phi3(fixtures: Path):
+    cfg = transformers.Phi3Config(
+        **base_kwargs(fixtures), hidden_size=32, intermediate_size=48, num_hidden_layers=2,
+        num_attention_heads=4, num_key_value_heads=2, sliding_window=4, rope_theta=10000.0,
+        rms_norm_eps=1e-5, tie_word_embeddings=False, original_max_position_embeddings=256, dtype="float32",
+    )
+    return hf_fixture("tiny-phi3", transformers.Phi3ForCausalLM, cfg, fixtures, 8008,
+                      "Phi-3: fused qkv_proj (q heads, k heads, v heads) and gate_up_proj (gate rows, up rows); "
+                      "sliding_window=4 on every layer.")
 
 
 # ---------------------------------------------------------------- GGUF writers
@@ -348,6 +363,45 @@ def tiny_gemma3_gguf(fixtures: Path) -> None:
     write_json(path.with_name("tiny-gemma3.reference.json"), ref)
 
 
+@torch.no_grad()
+def tiny_phi3_gguf(fixtures: Path, hf_model) -> None:
+    """The tiny-phi3 weights as llama.cpp's converter writes a phi3 GGUF: fused attn_qkv and
+    ffn_up (gate rows then up rows), rotate-half RoPE (no q/k permutation), F16/Q8_0 tensors."""
+    import gguf
+
+    path = fixtures / "tiny-phi3.gguf"
+    cfg = hf_model.config
+    sd = hf_model.state_dict()
+    head_dim = cfg.hidden_size // cfg.num_attention_heads
+    w = gguf.GGUFWriter(str(path), "phi3")
+    w.add_name("tiny-phi3-test")
+    common_kv(w, cfg, cfg.vocab_size, head_dim)
+    w.add_rope_freq_base(10000.0)
+    gguf_tokenizer(w, fixtures)
+    w.add_pad_token_id(cfg.pad_token_id)  # else transformers' Phi3Config pads with id 32000
+    layer = {"input_layernorm.weight": "attn_norm.weight", "post_attention_layernorm.weight": "ffn_norm.weight",
+             "self_attn.qkv_proj.weight": "attn_qkv.weight", "self_attn.o_proj.weight": "attn_output.weight",
+             "mlp.gate_up_proj.weight": "ffn_up.weight", "mlp.down_proj.weight": "ffn_down.weight"}
+    names = {"model.embed_tokens.weight": "token_embd.weight", "model.norm.weight": "output_norm.weight",
+             "lm_head.weight": "output.weight"}
+    for name in sd:
+        if name.startswith("model.layers."):
+            i, tail = name[len("model.layers."):].split(".", 1)
+            names[name] = f"blk.{i}.{layer[tail]}"
+    Q = gguf.GGMLQuantizationType
+    quant = {"blk.0.attn_qkv.weight": Q.Q8_0, "blk.1.ffn_up.weight": Q.F16}
+    stored = write_tensors(w, sd, names, quant)
+    print(f"wrote {path} ({path.stat().st_size / 1024:.1f} KiB)")
+    plain = transformers.Phi3Config(**{**cfg.to_dict(), "sliding_window": None})
+    model = transformers.Phi3ForCausalLM(plain).float().eval()
+    model.load_state_dict({k: torch.from_numpy(v) for k, v in stored.items()})
+    ref = reference(model, fixtures, "tiny-phi3.gguf",
+                    "Reference: transformers Phi3 (sliding_window None: the GGUF has no window) with the GGUF's "
+                    "dequantised weights.")
+    ref["quantized_tensors"] = {k: v.name for k, v in quant.items()}
+    write_json(path.with_name("tiny-phi3.reference.json"), ref)
+
+
 def llama3_rope_factors(theta: float, dim: int, rs: dict) -> list[float]:
     """llama.cpp convert_hf_to_gguf.py (LlamaModel.generate_extra_tensors): rope_freqs.weight."""
     freqs = 1.0 / (theta ** (torch.arange(0, dim, 2, dtype=torch.float32) / dim))
@@ -466,7 +520,8 @@ def quant_fixture(fixtures: Path) -> None:
 @torch.no_grad()
 def check_export(dno: Path, fixtures: Path) -> None:
     """`dno export` of every fixture, reloaded by transformers: logits must match the reference."""
-    for name in ["tiny-qwen3", "tiny-qwen3.gguf", "tiny-mistral-sw", "tiny-gemma3", "tiny-gemma3.gguf", "tiny-llama3.gguf"]:
+    for name in ["tiny-qwen3", "tiny-qwen3.gguf", "tiny-mistral-sw", "tiny-gemma3", "tiny-gemma3.gguf", "tiny-llama3.gguf",
+                 "tiny-phi3", "tiny-phi3.gguf"]:
         ref_path = fixtures / name / "reference.json" if not name.endswith(".gguf") else fixtures / name.replace(".gguf", ".reference.json")
         ref = json.loads(ref_path.read_text())
         with tempfile.TemporaryDirectory() as tmp:
@@ -492,18 +547,29 @@ def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--fixtures", type=Path, default=REPO_ROOT / "fixtures")
     ap.add_argument("--check-export", type=Path, metavar="DNO_BINARY")
+    ap.add_argument("--only", default="qwen3,mistral,gemma3,gemma3-gguf,llama3-gguf,phi3,quants")
     args = ap.parse_args()
     torch.set_num_threads(1)
     if args.check_export:
         check_export(args.check_export, args.fixtures)
         return
-    qwen3 = tiny_qwen3(args.fixtures)
-    tiny_qwen3_gguf(args.fixtures, qwen3)
-    tiny_mistral_sw(args.fixtures)
-    tiny_gemma3(args.fixtures)
-    tiny_gemma3_gguf(args.fixtures)
-    tiny_llama3_gguf(args.fixtures)
-    quant_fixture(args.fixtures)
+    only = set(args.only.split(","))
+    if "qwen3" in only:
+        qwen3 = tiny_qwen3(args.fixtures)
+        tiny_qwen3_gguf(args.fixtures, qwen3)
+    if "mistral" in only:
+        tiny_mistral_sw(args.fixtures)
+    if "gemma3" in only:
+        tiny_gemma3(args.fixtures)
+    if "gemma3-gguf" in only:
+        tiny_gemma3_gguf(args.fixtures)
+    if "llama3-gguf" in only:
+        tiny_llama3_gguf(args.fixtures)
+    if "phi3" in only:
+        phi3 = tiny_phi3(args.fixtures)
+        tiny_phi3_gguf(args.fixtures, phi3)
+    if "quants" in only:
+        quant_fixture(args.fixtures)
 
 
 if __name__ == "__main__":

@@ -119,17 +119,18 @@ fn lm_clone_no_eos(lm: &dno_model::LoadedModel) -> Result<dno_model::LoadedModel
     Ok(dno_model::LoadedModel {
         model: lm.model.clone(),
         config: lm.config.clone(),
-        tokenizer: dno_model::Tok {
-            inner: lm.tokenizer.inner.clone(),
-            bos_id: lm.tokenizer.bos_id,
-            bos_token: lm.tokenizer.bos_token.clone(),
-            eos_token: lm.tokenizer.eos_token.clone(),
-            eos_ids: vec![],
-        },
+        tokenizer: without_eos(&lm.tokenizer),
         chat: dno_model::ChatTemplate::new(
             lm.chat.source().map(|s| s.to_string()),
             lm.chat.bos_token.clone(),
             lm.chat.eos_token.clone(),
         )?,
     })
+}
+
+/// The tokenizer with no end-of-sequence ids (generation runs to its length).
+fn without_eos(t: &dno_model::Tok) -> dno_model::Tok {
+    let mut t = t.clone();
+    t.eos_ids.clear();
+    t
 }

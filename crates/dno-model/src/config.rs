@@ -1,6 +1,7 @@
 //! `LlamaConfig`: the subset of a Hugging Face `config.json` that a Llama-family decoder needs.
 //! Supported architectures: `LlamaForCausalLM`, `MistralForCausalLM` (with sliding-window
-//! attention), `Qwen2ForCausalLM`, `Qwen3ForCausalLM` and `Gemma3ForCausalLM` (text).
+//! attention), `Qwen2ForCausalLM`, `Qwen3ForCausalLM`, `Gemma3ForCausalLM` (text) and
+//! `Phi3ForCausalLM` (fused `qkv_proj` / `gate_up_proj`, split on load by [`crate::fused`]).
 //! The families differ only in the switches this module derives from the config (see [`Family`]).
 
 use anyhow::{bail, Context, Result};
@@ -13,6 +14,7 @@ pub const SUPPORTED_ARCHITECTURES: &[&str] = &[
     "Qwen2ForCausalLM",
     "Qwen3ForCausalLM",
     "Gemma3ForCausalLM",
+    "Phi3ForCausalLM",
 ];
 
 /// The model families this runtime implements; each is a set of switches on one decoder.
@@ -23,6 +25,7 @@ pub enum Family {
     Qwen2,
     Qwen3,
     Gemma3,
+    Phi3,
 }
 
 /// MLP activation (`hidden_act` / `hidden_activation`).
@@ -103,6 +106,8 @@ pub struct LlamaConfig {
     /// Gemma name of the MLP activation (default gelu_pytorch_tanh).
     #[serde(default)]
     pub hidden_activation: Option<String>,
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub pad_token_id: Option<u32>,
     #[serde(default)]
     pub bos_token_id: Option<u32>,
     #[serde(default)]
@@ -135,6 +140,9 @@ pub struct LlamaConfig {
     pub attn_logit_softcapping: Option<f64>,
     #[serde(default)]
     pub use_bidirectional_attention: Option<bool>,
+    /// Phi-3: fraction of each head that RoPE rotates; only 1.0 (all of it) is supported.
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub partial_rotary_factor: Option<f64>,
     /// transformers >= 5 style `{"rope_theta": .., "rope_type": .., ...}` (Gemma 3: one such block
     /// per layer type); folded into `rope_theta` / `rope_scaling` / `rope_local_base_freq` by
     /// [`LlamaConfig::normalize`].
@@ -186,6 +194,9 @@ impl LlamaConfig {
         if let Some(theta) = global.get("rope_theta").and_then(|v| v.as_f64()) {
             self.rope_theta = theta;
         }
+        if let Some(f) = global.get("partial_rotary_factor").and_then(|v| v.as_f64()) {
+            self.partial_rotary_factor = Some(f);
+        }
         let ty = global.get("rope_type").and_then(|v| v.as_str()).unwrap_or("default");
         if ty != "default" && self.rope_scaling.is_none() {
             self.rope_scaling = Some(serde_json::from_value(global)?);
@@ -214,6 +225,7 @@ impl LlamaConfig {
             "Qwen2ForCausalLM" => Family::Qwen2,
             "Qwen3ForCausalLM" => Family::Qwen3,
             "Gemma3ForCausalLM" => Family::Gemma3,
+            "Phi3ForCausalLM" => Family::Phi3,
             _ => Family::Llama,
         }
     }
@@ -319,8 +331,8 @@ impl LlamaConfig {
             return false;
         }
         match (self.family(), &self.layer_types) {
-            // transformers' Mistral applies the window on every layer, whatever layer_types says
-            (Family::Mistral, _) => true,
+            // transformers' Mistral and Phi-3 apply the window on every layer, whatever layer_types says
+            (Family::Mistral | Family::Phi3, _) => true,
             (_, Some(types)) => types.get(i).map(|t| t == "sliding_attention").unwrap_or(false),
             (Family::Gemma3, None) => (i + 1) % self.sliding_window_pattern.unwrap_or(6).max(1) != 0,
             (_, None) => i >= self.max_window_layers.unwrap_or(28),
@@ -380,9 +392,16 @@ impl LlamaConfig {
         if self.use_bidirectional_attention == Some(true) {
             bail!("use_bidirectional_attention = true is not supported");
         }
+        if let Some(f) = self.partial_rotary_factor.filter(|&f| f != 1.0) {
+            bail!("partial_rotary_factor = {f} is not supported (only 1.0: RoPE over the whole head)");
+        }
         if let Some(rs) = &self.rope_scaling {
             match rs.rope_type.as_str() {
                 "default" => {}
+                "longrope" | "su" => bail!(
+                    "rope_scaling.type = {:?} (LongRoPE short_factor/long_factor, the long-context Phi-3 variants) is not supported; the 4k-context variants (rope_scaling null) load",
+                    rs.rope_type
+                ),
                 "linear" => {
                     if rs.factor.is_none() {
                         bail!("rope_scaling linear needs factor");

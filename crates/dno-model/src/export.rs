@@ -7,6 +7,7 @@ use serde_json::json;
 use std::path::Path;
 
 use crate::config::{LlamaConfig, TokenIds};
+use crate::fused::{fuse_for_export, Named};
 use crate::model::{block_norm_names, to_vec_f32, Linear, Llama, RmsNorm};
 use crate::LoadedModel;
 
@@ -89,6 +90,13 @@ pub fn save_hf(lm: &LoadedModel, dir: &Path) -> Result<()> {
     };
 
     let tensors = tensors_of(model, &lm.config)?;
+    // Phi-3 checkpoints keep q/k/v and gate/up fused: write them back that way.
+    let tensors: Vec<Out> = if lm.config.family() == crate::config::Family::Phi3 {
+        let named = tensors.into_iter().map(|t| Named { name: t.name, shape: t.shape, bytes: t.bytes }).collect();
+        fuse_for_export(named)?.into_iter().map(|t| Out { name: t.name, shape: t.shape, bytes: t.bytes }).collect()
+    } else {
+        tensors
+    };
     let views = tensors
         .iter()
         .map(|t| {

@@ -16,7 +16,7 @@ use std::path::{Path, PathBuf};
 use crate::chat::ChatTemplate;
 use crate::config::{LlamaConfig, RopeScaling};
 use crate::model::{Llama, WeightSource};
-use crate::tokenizer::Tok;
+use crate::tokenizer::{GgufVocab, Tok};
 use crate::LoadedModel;
 
 #[derive(Debug, Clone, PartialEq)]
@@ -550,6 +550,9 @@ pub fn gguf_name(hf: &str, sandwich: bool) -> Option<String> {
                 "mlp.gate_proj.weight" => "ffn_gate.weight",
                 "mlp.up_proj.weight" => "ffn_up.weight",
                 "mlp.down_proj.weight" => "ffn_down.weight",
+                // Phi-3's fused projections (split by crate::fused::FusedSource)
+                "self_attn.qkv_proj.weight" => "attn_qkv.weight",
+                "mlp.gate_up_proj.weight" => "ffn_up.weight",
                 _ => return None,
             };
             format!("blk.{idx}.{mapped}")
@@ -601,6 +604,53 @@ impl WeightSource for GgufSource<'_> {
     }
 }
 
+impl GgufFile {
+    /// The `tokenizer.ggml.*` metadata as plain values, for [`Tok::from_gguf_vocab`].
+    pub fn vocab(&self) -> Result<GgufVocab> {
+        let file = self.path.display().to_string();
+        let model = self
+            .get_str("tokenizer.ggml.model")
+            .with_context(|| format!("{file}: missing tokenizer (tokenizer.ggml.model)"))?
+            .to_string();
+        let array = |key: &str| match self.get(key) {
+            Some(GgufValue::Array(a)) => a.as_slice(),
+            _ => &[],
+        };
+        let tokens = array("tokenizer.ggml.tokens")
+            .iter()
+            .map(|v| v.as_str().map(str::to_string).with_context(|| format!("{file}: tokenizer.ggml.tokens holds a non-string")))
+            .collect::<Result<Vec<_>>>()?;
+        let scores = array("tokenizer.ggml.scores")
+            .iter()
+            .map(|v| v.as_f64().map(|x| x as f32).with_context(|| format!("{file}: tokenizer.ggml.scores holds a non-number")))
+            .collect::<Result<Vec<_>>>()?;
+        let token_types = array("tokenizer.ggml.token_type").iter().map(|v| v.as_i64().unwrap_or(1)).collect();
+        let merges = array("tokenizer.ggml.merges").iter().filter_map(|v| v.as_str().map(str::to_string)).collect();
+        let id = |key: &str| self.get_u64(key).map(|v| v as u32);
+        Ok(GgufVocab {
+            file,
+            model,
+            pre: self.get_str("tokenizer.ggml.pre").map(str::to_string),
+            tokens,
+            scores,
+            token_types,
+            merges,
+            bos_id: id("tokenizer.ggml.bos_token_id"),
+            eos_id: id("tokenizer.ggml.eos_token_id"),
+            eot_id: id("tokenizer.ggml.eot_token_id"),
+            add_bos: self.get_bool("tokenizer.ggml.add_bos_token"),
+            add_eos: self.get_bool("tokenizer.ggml.add_eos_token"),
+            add_space_prefix: self.get_bool("tokenizer.ggml.add_space_prefix"),
+            model_name: self.get_str("general.name").map(str::to_string),
+        })
+    }
+
+    /// The file's tokenizer (`tokenizer.ggml.*`).
+    pub fn tokenizer(&self) -> Result<Tok> {
+        Tok::from_gguf_vocab(&self.vocab()?)
+    }
+}
+
 /// GGUF architectures and their HF names.
 const GGUF_ARCHITECTURES: &[(&str, &str)] = &[
     ("llama", "LlamaForCausalLM"),
@@ -608,6 +658,7 @@ const GGUF_ARCHITECTURES: &[(&str, &str)] = &[
     ("qwen2", "Qwen2ForCausalLM"),
     ("qwen3", "Qwen3ForCausalLM"),
     ("gemma3", "Gemma3ForCausalLM"),
+    ("phi3", "Phi3ForCausalLM"),
 ];
 
 /// Recovers Llama-3 `rope_scaling` from llama.cpp's `rope_freqs.weight` (one divisor of each
@@ -674,7 +725,7 @@ fn llama3_scaling_from_rope_freqs(g: &GgufFile, cfg: &LlamaConfig) -> Result<Rop
     Ok(rs)
 }
 
-/// `LlamaConfig` from GGUF metadata (`general.architecture` = llama | mistral | qwen2 | qwen3 | gemma3).
+/// `LlamaConfig` from GGUF metadata (`general.architecture` = llama | mistral | qwen2 | qwen3 | gemma3 | phi3).
 pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> {
     let file = g.path.display().to_string();
     let arch = g.get_str("general.architecture").with_context(|| format!("{file}: missing general.architecture"))?;
@@ -704,6 +755,7 @@ pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> 
         "max_position_embeddings": g.get_u64(&key("context_length")).unwrap_or(2048),
         "bos_token_id": g.get_u64("tokenizer.ggml.bos_token_id"),
         "eos_token_id": g.get_u64("tokenizer.ggml.eos_token_id"),
+        "pad_token_id": g.get_u64("tokenizer.ggml.padding_token_id"),
     });
     if let Some(hd) = g.get_u64(&key("attention.key_length")) {
         c["head_dim"] = hd.into();
@@ -742,6 +794,9 @@ pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> 
         Some(other) => bail!("{file}: unsupported {} {other:?} (supported: linear; Llama 3 scaling via rope_freqs.weight)", key("rope.scaling.type")),
     }
     let mut cfg: LlamaConfig = serde_json::from_value(c).with_context(|| format!("{file}: metadata"))?;
+    if let Some(t) = ["rope_factors_long.weight", "rope_factors_short.weight"].into_iter().find(|t| g.info(t).is_some()) {
+        bail!("{file}: {t} (LongRoPE short/long factors, the long-context Phi-3 variants) is not supported");
+    }
     if g.info("rope_freqs.weight").is_some() {
         if arch != "llama" || cfg.rope_scaling.is_some() {
             bail!("{file}: rope_freqs.weight is only supported as Llama 3 rope scaling of a llama model");
@@ -760,7 +815,7 @@ pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> 
 /// Loads a `.gguf` file: weights, tokenizer and chat template.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
     let g = GgufFile::open(path)?;
-    let tokenizer = Tok::from_gguf(&g)?;
+    let tokenizer = g.tokenizer()?;
     let vocab = match g.info("token_embd.weight") {
         Some(t) if t.dims.len() == 2 => t.dims[1],
         _ => bail!("{}: missing tensor token_embd.weight", path.display()),
@@ -775,7 +830,11 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
         sandwich: config.sandwich_norms(),
         norm_shift: config.norm_offset() as f32,
     };
-    let model = Llama::from_source(&config, &mut src, device)?;
+    let model = if config.family() == crate::config::Family::Phi3 {
+        Llama::from_source(&config, &mut crate::fused::FusedSource::new(&mut src, &config), device)?
+    } else {
+        Llama::from_source(&config, &mut src, device)?
+    };
     let chat = ChatTemplate::new(
         g.get_str("tokenizer.chat_template").map(|s| s.to_string()),
         tokenizer.bos_token.clone().unwrap_or_default(),

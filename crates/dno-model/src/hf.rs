@@ -139,7 +139,11 @@ pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
     let config = LlamaConfig::from_file(&dir.join("config.json"))?;
     let files = weight_files(dir)?;
     let mut src = SafetensorsSource::open(&files)?;
-    let model = Llama::from_source(&config, &mut src, device)?;
+    let model = if config.family() == crate::config::Family::Phi3 {
+        Llama::from_source(&config, &mut crate::fused::FusedSource::new(&mut src, &config), device)?
+    } else {
+        Llama::from_source(&config, &mut src, device)?
+    };
 
     let tok_cfg = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(serde_json::Value::Null);
     let gen_cfg = read_json(&dir.join("generation_config.json"))?.unwrap_or(serde_json::Value::Null);

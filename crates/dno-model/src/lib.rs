@@ -1,5 +1,5 @@
 //! `dno-model`: a burn (0.22) runtime for Llama-family decoders (Llama, Mistral, Qwen2, Qwen3,
-//! Gemma 3 text).
+//! Gemma 3 text, Phi-3).
 //!
 //! - [`load_model`] reads an HF directory or a `.gguf` file into a [`LoadedModel`].
 //! - [`model::Llama`] is the network: full causal forward (trainable) and a KV-cache path.
@@ -11,15 +11,17 @@ pub mod chat;
 pub mod config;
 pub mod device;
 pub mod export;
+pub mod fused;
 pub mod generate;
 pub mod gguf;
 pub mod hf;
 pub mod lora;
 pub mod model;
 pub mod score;
+pub mod spm;
 pub mod tokenizer;
 
-use anyhow::{bail, Result};
+use anyhow::{bail, Context, Result};
 use burn::tensor::Device;
 use std::path::Path;
 
@@ -38,6 +40,24 @@ pub struct LoadedModel {
     pub config: LlamaConfig,
     pub tokenizer: Tok,
     pub chat: ChatTemplate,
+}
+
+impl LoadedModel {
+    /// Replaces the chat template (Jinja source), e.g. for a base model whose GGUF has none;
+    /// `save_hf` then writes this one.
+    pub fn set_chat_template(&mut self, source: String) -> Result<()> {
+        let bos = self.tokenizer.bos_token.clone().unwrap_or_default();
+        let eos = self.tokenizer.eos_token.clone().unwrap_or_default();
+        self.chat = ChatTemplate::new(Some(source), bos, eos)?;
+        Ok(())
+    }
+
+    /// `--chat-template FILE`: replaces the model's chat template with the file's (None: keep it).
+    pub fn use_chat_template_file(&mut self, path: Option<&std::path::Path>) -> Result<()> {
+        let Some(path) = path else { return Ok(()) };
+        let src = std::fs::read_to_string(path).with_context(|| format!("--chat-template: reading {}", path.display()))?;
+        self.set_chat_template(src).with_context(|| format!("--chat-template {}", path.display()))
+    }
 }
 
 /// Loads an HF model directory or a `.gguf` file onto `device`.

@@ -1,7 +1,8 @@
 //! Parity of the other families with transformers on committed fixtures (always run; made by
 //! scripts/make_tiny_families.py): Qwen3 (HF + GGUF with Q4_0/Q4_1/Q5_0/Q5_1/Q8_0 tensors),
 //! Mistral with a sliding window, Gemma 3 (HF + GGUF), Llama 3 rope scaling from GGUF
-//! `rope_freqs`, and dequantisation of every supported GGUF quant type against gguf-py.
+//! `rope_freqs`, Phi-3 (fused projections; HF + GGUF), and dequantisation of every supported GGUF
+//! quant type against gguf-py.
 //! Each model: full logits within 1e-4 of transformers, greedy tokens identical (KV-cache path),
 //! and `save_hf` writes the family's config keys and reloads with identical logits; a packed
 //! training row (shared prompt) respects the sliding window by position.
@@ -139,6 +140,52 @@ fn gemma3_gguf_matches_transformers_gguf_loader_and_exports() {
     let cfg = export_roundtrip(&lm, "tiny-gemma3.reference.json");
     assert_eq!(cfg["architectures"][0], "Gemma3ForCausalLM");
     assert_eq!(cfg["query_pre_attn_scalar"], 16);
+}
+
+#[test]
+fn phi3_fused_projections_match_transformers_and_export_fused() {
+    let lm = check("tiny-phi3", "tiny-phi3/reference.json");
+    assert_eq!(lm.model.sliding_window, Some(4));
+    assert!(lm.model.layers.iter().all(|l| l.sliding));
+    // save_hf writes qkv_proj / gate_up_proj back (and reloads with identical logits)
+    let dir = tempfile::tempdir().unwrap();
+    save_hf(&lm, dir.path()).unwrap();
+    let st = std::fs::read(dir.path().join("model.safetensors")).unwrap();
+    let names: Vec<String> = safetensors::SafeTensors::deserialize(&st).unwrap().names().into_iter().map(String::from).collect();
+    assert!(names.contains(&"model.layers.1.self_attn.qkv_proj.weight".to_string()), "{names:?}");
+    assert!(names.contains(&"model.layers.0.mlp.gate_up_proj.weight".to_string()), "{names:?}");
+    assert!(!names.iter().any(|n| n.contains("q_proj") || n.contains(".up_proj") || n.contains("gate_proj.")), "{names:?}");
+    let cfg = export_roundtrip(&lm, "tiny-phi3/reference.json");
+    assert_eq!(cfg["architectures"][0], "Phi3ForCausalLM");
+    assert_eq!(cfg["sliding_window"], 4);
+}
+
+#[test]
+fn phi3_gguf_matches_transformers() {
+    let lm = check("tiny-phi3.gguf", "tiny-phi3.reference.json");
+    assert_eq!(lm.model.sliding_window, None);
+    let cfg = export_roundtrip(&lm, "tiny-phi3.reference.json");
+    assert_eq!(cfg["architectures"][0], "Phi3ForCausalLM");
+}
+
+#[test]
+fn phi3_long_context_variants_are_refused_naming_the_field() {
+    let dir = tempfile::tempdir().unwrap();
+    for f in std::fs::read_dir(fixtures().join("tiny-phi3")).unwrap() {
+        let f = f.unwrap().path();
+        std::fs::copy(&f, dir.path().join(f.file_name().unwrap())).unwrap();
+    }
+    let mut cfg = json(&dir.path().join("config.json"));
+    let half = vec![1.0; 4]; // head_dim 8 / 2
+    cfg["rope_parameters"] = serde_json::json!({"rope_type": "longrope", "rope_theta": 10000.0,
+        "short_factor": half, "long_factor": half, "partial_rotary_factor": 1.0});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = format!("{:#}", load_model(dir.path(), &Device::flex()).err().expect("refused"));
+    assert!(err.contains("rope_scaling.type") && err.contains("longrope"), "{err}");
+    cfg["rope_parameters"] = serde_json::json!({"rope_type": "default", "rope_theta": 10000.0, "partial_rotary_factor": 0.5});
+    std::fs::write(dir.path().join("config.json"), cfg.to_string()).unwrap();
+    let err = format!("{:#}", load_model(dir.path(), &Device::flex()).err().expect("refused"));
+    assert!(err.contains("partial_rotary_factor"), "{err}");
 }
 
 #[test]

@@ -71,7 +71,7 @@ fn chatml_smollm2_matches_transformers() {
     }
     // The tokenizer and template exactly as `load_gguf` builds them (without the weights).
     let g = GgufFile::open(&path).unwrap();
-    let tok = Tok::from_gguf(&g).unwrap();
+    let tok = g.tokenizer().unwrap();
     let chat = ChatTemplate::new(
         g.get_str("tokenizer.chat_template").map(str::to_string),
         tok.bos_token.clone().unwrap_or_default(),

@@ -101,6 +101,8 @@ pub struct SampleOptions {
     pub system: Option<String>,
     /// Send the prompt text as is, without the chat template.
     pub raw: bool,
+    /// Chat template file (Jinja) replacing the model's own (engine burn only).
+    pub chat_template: Option<PathBuf>,
     /// Add each prompt's `reference` as a candidate with source = reference.
     pub include_reference: bool,
     /// Label of the `policy` column (default: the model's file stem, or the API model name).
@@ -150,6 +152,7 @@ impl Default for SampleOptions {
             seed: dno_math::rng::DEFAULT_SEED,
             system: None,
             raw: false,
+            chat_template: None,
             include_reference: false,
             policy: None,
             engine: EngineKind::Burn,
@@ -422,7 +425,8 @@ impl Engine {
             EngineKind::Burn => {
                 let path = o.model.as_ref().ok_or_else(|| anyhow!("--model is required with --engine burn"))?;
                 let device = o.device.parse::<dno_model::DeviceSpec>()?.device()?;
-                let lm = dno_model::load_model(path, &device).with_context(|| format!("loading {}", path.display()))?;
+                let mut lm = dno_model::load_model(path, &device).with_context(|| format!("loading {}", path.display()))?;
+                lm.use_chat_template_file(o.chat_template.as_deref())?;
                 Ok(Engine::Burn(Box::new(lm)))
             }
         }

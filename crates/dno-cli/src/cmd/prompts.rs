@@ -27,6 +27,9 @@ pub struct RenderArgs {
     /// System message for prompts without their own (as in `dno sample`).
     #[arg(long)]
     pub system: Option<String>,
+    /// Chat template file (Jinja) replacing the model's own (as in `dno sample`).
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
 }
 
 /// Input file and format, shared by the import commands.
@@ -90,8 +93,9 @@ pub fn run(c: Command) -> Result<()> {
 fn render(a: RenderArgs) -> Result<()> {
     use std::io::Write;
     let (_, prompts) = dno_data::read_validated::<PromptRow>(&a.prompts)?;
-    let lm = dno_model::load_model(&a.model, &"cpu".parse::<dno_model::DeviceSpec>()?.device()?)
+    let mut lm = dno_model::load_model(&a.model, &"cpu".parse::<dno_model::DeviceSpec>()?.device()?)
         .with_context(|| format!("loading {}", a.model.display()))?;
+    lm.use_chat_template_file(a.chat_template.as_deref())?;
     let mut out = std::io::stdout().lock();
     for p in &prompts {
         let text = dno_sample::render_prompt(&lm.chat, p.system.as_deref().or(a.system.as_deref()), p.history.as_deref(), &p.prompt)

@@ -40,6 +40,10 @@ pub struct Args {
     /// System message for the chat template (a prompt's own `system` wins).
     #[arg(long)]
     pub system: Option<String>,
+    /// Chat template file (Jinja) replacing the model's own, e.g. for a base model whose GGUF
+    /// has none (pipelines/chat_templates/gemma.jinja). --engine burn only.
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
     /// Send the prompt text as is, without the chat template.
     #[arg(long)]
     pub raw: bool,
@@ -108,6 +112,7 @@ pub fn run(a: Args) -> Result<()> {
         seed: a.seed,
         system: a.system.clone(),
         raw: a.raw,
+        chat_template: a.chat_template.clone(),
         include_reference: a.include_reference,
         policy: a.policy.clone(),
         engine: a.engine.parse()?,

@@ -76,6 +76,10 @@ pub struct Args {
     /// System message for the chat template (a row's own `system` wins).
     #[arg(long)]
     pub system: Option<String>,
+    /// Chat template file (Jinja) replacing the model's own, e.g. for a base model whose GGUF
+    /// has none (pipelines/chat_templates/gemma.jinja); the trained model is saved with it.
+    #[arg(long)]
+    pub chat_template: Option<PathBuf>,
     /// cpu, cuda, cuda:N (`--features cuda`), wgpu or wgpu:N (`--features wgpu`). On the CPU each batch is split into one data-parallel shard per core.
     #[arg(long, default_value = "cpu")]
     pub device: String,
@@ -209,7 +213,8 @@ pub fn run(a: Args) -> Result<()> {
     let devices = specs.iter().map(|s| s.device()).collect::<Result<Vec<_>>>()?;
     let device = devices[0].clone();
     let model_fp = dno_train::reference::model_files_fingerprint(&a.model)?;
-    let lm = dno_model::load_model(&a.model, &device).with_context(|| format!("loading {}", a.model.display()))?;
+    let mut lm = dno_model::load_model(&a.model, &device).with_context(|| format!("loading {}", a.model.display()))?;
+    lm.use_chat_template_file(a.chat_template.as_deref())?;
     let mut examples = Vec::new();
     for (i, p) in pairs.iter().enumerate() {
         let sys = p.system.as_deref().or(a.system.as_deref());
