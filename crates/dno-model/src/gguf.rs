@@ -759,6 +759,11 @@ pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> 
 
 /// Loads a `.gguf` file: weights, tokenizer and chat template.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_gguf_as(path, device, crate::dtype::Dtype::F32)
+}
+
+/// [`load_gguf`] with the weights dequantised to `dtype` (one tensor at a time through f32).
+pub fn load_gguf_as(path: &Path, device: &Device, dtype: crate::dtype::Dtype) -> Result<LoadedModel> {
     let g = GgufFile::open(path)?;
     let tokenizer = Tok::from_gguf(&g)?;
     let vocab = match g.info("token_embd.weight") {
@@ -775,7 +780,7 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
         sandwich: config.sandwich_norms(),
         norm_shift: config.norm_offset() as f32,
     };
-    let model = Llama::from_source(&config, &mut src, device)?;
+    let model = Llama::from_source_as(&config, &mut src, device, dtype)?;
     let chat = ChatTemplate::new(
         g.get_str("tokenizer.chat_template").map(|s| s.to_string()),
         tokenizer.bos_token.clone().unwrap_or_default(),

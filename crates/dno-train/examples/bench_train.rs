@@ -5,6 +5,7 @@
 //!     [--model PATH] [--steps 3] [--batch 8] [--seq-len 120] [--prompt-len 40] [--lora RANK] [--device cpu]
 //!     [--shards N]   # data-parallel shards per batch (default: one per core on the CPU)
 //!     [--gradient-checkpointing]
+//!     [--dtype f32|bf16|f16]   # compute dtype (bf16: mixed precision with f32 master weights)
 //! ```
 //!
 //! Default model: `$HOME/.cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/fetch_smollm2.sh).
@@ -66,6 +67,7 @@ fn main() -> Result<()> {
         (3usize, 8usize, 120usize, 40usize, None::<usize>, "cpu".to_string());
     let mut shards = None::<usize>;
     let mut gradient_checkpointing = false;
+    let mut dtype_flag = None::<String>;
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -79,15 +81,18 @@ fn main() -> Result<()> {
             "--device" => device_spec = val()?,
             "--shards" => shards = Some(val()?.parse()?),
             "--gradient-checkpointing" => gradient_checkpointing = true,
+            "--dtype" => dtype_flag = Some(val()?),
             other => bail!("unknown argument {other}"),
         }
     }
     if prompt_len == 0 || prompt_len >= seq_len {
         bail!("--prompt-len must be in 1..seq-len");
     }
-    let device = device_spec.parse::<DeviceSpec>()?.device()?;
+    let spec = device_spec.parse::<DeviceSpec>()?;
+    let dtype = dno_model::Dtype::resolve(dtype_flag.as_deref(), &spec)?;
+    let device = spec.device()?;
     let t_load = Instant::now();
-    let loaded = dno_model::load_model(&model, &device).with_context(|| format!("loading {}", model.display()))?;
+    let loaded = dno_model::load_model_as(&model, &device, dtype).with_context(|| format!("loading {}", model.display()))?;
     let load_s = t_load.elapsed().as_secs_f64();
     let vocab = loaded.config.vocab_size as u64;
 
@@ -127,7 +132,7 @@ fn main() -> Result<()> {
         ..TrainConfig::default()
     };
     let shard_count = shards.unwrap_or_else(|| dno_model::device::data_parallel_shards(&device));
-    let workload = dno_train::memory::workload(&examples, &cfg, shard_count, gradient_checkpointing)?;
+    let workload = dno_train::memory::Workload { dtype, ..dno_train::memory::workload(&examples, &cfg, shard_count, gradient_checkpointing)? };
     let estimate = dno_train::memory::estimate(&loaded.config, &cfg, &workload);
     let out = tempfile::tempdir()?;
     let model_fingerprint = Some(dno_train::reference::model_files_fingerprint(&model)?);
@@ -157,6 +162,7 @@ fn main() -> Result<()> {
     // Steady state: steps after the first (which pays one-time allocation/warm-up).
     let steady: Vec<f64> = outcome.metrics.iter().skip(1).map(|m| m.tokens as f64 / m.tokens_per_s).collect();
     let mode = if lora.is_some() { format!("DPO LoRA r={}", lora.unwrap_or(0)) } else { "DPO full".to_string() };
+    let mode = format!("{mode}, {dtype}{}", if gradient_checkpointing { " + ckpt" } else { "" });
 
     println!("model: {} (loaded in {load_s:.1}s), device: {device_spec}", model.display());
     println!("{n_pairs} pairs = {steps} steps x {batch} pairs, {seq_len} tokens per sequence ({prompt_len} prompt)");
@@ -185,7 +191,12 @@ fn main() -> Result<()> {
         n_pairs as f64 / (cpu_s / cores)
     );
     println!(
-        "estimated peak MiB (dno train --dry-run, gradient checkpointing {}): {:.0}",
+        "final loss (step {}): {:.6}",
+        outcome.metrics.last().map(|m| m.step).unwrap_or(0),
+        outcome.metrics.last().map(|m| m.loss).unwrap_or(f64::NAN)
+    );
+    println!(
+        "estimated peak MiB (dno train --dry-run, {dtype}, gradient checkpointing {}): {:.0}",
         if gradient_checkpointing { "on" } else { "off" },
         estimate.total() as f64 / (1024.0 * 1024.0)
     );

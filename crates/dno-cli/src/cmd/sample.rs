@@ -57,6 +57,9 @@ pub struct Args {
     /// cpu, cuda, cuda:N (`--features cuda`), wgpu or wgpu:N (`--features wgpu`) (engine burn).
     #[arg(long, default_value = "cpu")]
     pub device: String,
+    /// Weight and compute precision: f32, bf16 or f16 [default: bf16 on CUDA, f32 elsewhere].
+    #[arg(long)]
+    pub dtype: Option<String>,
     /// Server base URL (engine openai), e.g. http://localhost:8000/v1; several servers of the
     /// same model comma-separated (A,B,C): requests go round-robin, failed ones are retried on
     /// another server.
@@ -281,8 +284,9 @@ impl Engine {
             Ok(Engine::OpenAi(std::sync::Arc::new(dno_oracle::client::Client::new(cfg)?), rt))
         } else {
             let path = a.model.as_ref().ok_or_else(|| anyhow!("--model is required with --engine burn"))?;
-            let device = a.device.parse::<dno_model::DeviceSpec>()?.device()?;
-            let lm = dno_model::load_model(path, &device).with_context(|| format!("loading {}", path.display()))?;
+            let spec = a.device.parse::<dno_model::DeviceSpec>()?;
+            let dtype = dno_model::Dtype::resolve(a.dtype.as_deref(), &spec).context("--dtype")?;
+            let lm = dno_model::load_model_as(path, &spec.device()?, dtype).with_context(|| format!("loading {}", path.display()))?;
             Ok(Engine::Burn(Box::new(lm)))
         }
     }
