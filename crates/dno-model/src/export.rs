@@ -49,7 +49,7 @@ pub fn parse_size(s: &str) -> Result<u64> {
         other => bail!("invalid size {s:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"),
     };
     let bytes = n * mult;
-    if !(bytes >= 1.0) {
+    if bytes.is_nan() || bytes < 1.0 {
         bail!("invalid size {s:?}: must be at least 1 byte");
     }
     Ok(bytes as u64)

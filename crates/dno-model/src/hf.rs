@@ -13,7 +13,7 @@ use burn::tensor::{Device, TensorData};
 
 use crate::chat::ChatTemplate;
 use crate::config::LlamaConfig;
-use crate::dtype::Dtype;
+use crate::dtype::Dtype as Precision;
 use crate::model::{Llama, WeightSource};
 use crate::tokenizer::Tok;
 use crate::LoadedModel;
@@ -87,14 +87,14 @@ impl WeightSource for SafetensorsSource {
 
     /// A tensor already stored in `want` (bf16 weights loaded as bf16) is copied out of the
     /// mapping as it is; others convert through f32, one tensor at a time.
-    fn tensor_as(&mut self, name: &str, want: crate::dtype::Dtype) -> Result<Option<(Vec<usize>, TensorData)>> {
+    fn tensor_as(&mut self, name: &str, want: Precision) -> Result<Option<(Vec<usize>, TensorData)>> {
         let Some((shape, bytes, st_dtype)) = self.view(name)? else { return Ok(None) };
         if st_dtype == want.safetensors() && cfg!(target_endian = "little") {
             return Ok(Some((shape.clone(), TensorData::from_bytes_vec(bytes.to_vec(), shape, want.burn()))));
         }
         let data = bytes_to_f32(st_dtype, bytes, name).with_context(|| format!("in {}", self.origin()))?;
         let t = TensorData::new(data, shape.clone());
-        Ok(Some((shape, if want == Dtype::F32 { t } else { t.convert_dtype(want.burn()) })))
+        Ok(Some((shape, if want == Precision::F32 { t } else { t.convert_dtype(want.burn()) })))
     }
 
     fn origin(&self) -> String {
@@ -156,11 +156,11 @@ fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
 
 /// Loads an HF model directory (in f32).
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
-    load_hf_dir_as(dir, device, Dtype::F32)
+    load_hf_dir_as(dir, device, Precision::F32)
 }
 
 /// Loads an HF model directory with its weights in `dtype`.
-pub fn load_hf_dir_as(dir: &Path, device: &Device, dtype: Dtype) -> Result<LoadedModel> {
+pub fn load_hf_dir_as(dir: &Path, device: &Device, dtype: Precision) -> Result<LoadedModel> {
     let config = LlamaConfig::from_file(&dir.join("config.json"))?;
     let files = weight_files(dir)?;
     let mut src = SafetensorsSource::open(&files)?;
