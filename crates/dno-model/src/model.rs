@@ -590,6 +590,7 @@ impl Llama {
 
     /// The model computing in `dtype` with its weights in f32 (mixed-precision training: the
     /// optimiser updates the f32 master weights, the forward and backward passes run in `dtype`).
+    /// Call it on a plain-device model, before moving it to the autodiff device.
     pub fn with_master_weights(self, dtype: Dtype) -> Llama {
         struct Widen;
         impl burn::module::ModuleMapper for Widen {

@@ -6,6 +6,7 @@
 
 mod common;
 
+use burn::module::Module;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use common::Tiny;
 use dno_model::score::{value_and_grad, Scored};
@@ -113,7 +114,7 @@ fn loss_and_grads(model: &Llama) -> (f32, Vec<Vec<f32>>, Vec<DType>) {
         }
     }
     let mut c = Collect(&grads, vec![], vec![]);
-    burn::module::Module::visit(model, &mut c);
+    model.visit(&mut c);
     (vals(l)[0], c.1, c.2)
 }
 
@@ -122,14 +123,16 @@ fn loss_and_grads(model: &Llama) -> (f32, Vec<Vec<f32>>, Vec<DType>) {
 /// norm difference ≤ 5% per parameter tensor, for tied and untied heads.
 #[test]
 fn mixed_precision_gradients_follow_f32() {
-    let device = Device::flex().autodiff();
+    // As the trainer does: load on the plain device, then move to autodiff with every
+    // parameter trainable.
+    let (device, ad) = (Device::flex(), Device::flex().autodiff());
     for tied in [true, false] {
         let tiny = Tiny::new(true, tied, 11);
         let dir = tempfile::tempdir().unwrap();
         tiny.write_hf(dir.path());
-        let f32_model = load_model_as(dir.path(), &device, Dtype::F32).unwrap().model;
+        let f32_model = load_model_as(dir.path(), &device, Dtype::F32).unwrap().model.fork(&ad).train();
         let (l32, g32, _) = loss_and_grads(&f32_model);
-        let mixed = load_model_as(dir.path(), &device, Dtype::Bf16).unwrap().model.with_master_weights(Dtype::Bf16);
+        let mixed = load_model_as(dir.path(), &device, Dtype::Bf16).unwrap().model.with_master_weights(Dtype::Bf16).fork(&ad).train();
         assert_eq!(mixed.weight_dtype(), DType::F32, "master weights are f32");
         let (l16, g16, dtypes) = loss_and_grads(&mixed);
         assert!(dtypes.iter().all(|d| *d == DType::F32), "gradients of master weights are f32: {dtypes:?}");
