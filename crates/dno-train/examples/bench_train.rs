@@ -6,6 +6,7 @@
 //!     [--shards N]   # data-parallel shards per batch (default: one per core on the CPU)
 //!     [--gradient-checkpointing]
 //!     [--dtype f32|bf16|f16]   # compute dtype (bf16: mixed precision with f32 master weights)
+//!     [--lr 5e-7] [--epochs 1]  # epochs > 1 repeat the same pairs (steps x epochs optimiser steps)
 //! ```
 //!
 //! Default model: `$HOME/.cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/fetch_smollm2.sh).
@@ -68,6 +69,7 @@ fn main() -> Result<()> {
     let mut shards = None::<usize>;
     let mut gradient_checkpointing = false;
     let mut dtype_flag = None::<String>;
+    let (mut lr, mut epochs) = (5e-7f64, 1usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -82,6 +84,8 @@ fn main() -> Result<()> {
             "--shards" => shards = Some(val()?.parse()?),
             "--gradient-checkpointing" => gradient_checkpointing = true,
             "--dtype" => dtype_flag = Some(val()?),
+            "--lr" => lr = val()?.parse()?,
+            "--epochs" => epochs = val()?.parse()?,
             other => bail!("unknown argument {other}"),
         }
     }
@@ -112,13 +116,13 @@ fn main() -> Result<()> {
             rejected_winrate: 0.0,
         })
         .collect();
-    let pair_tokens = (2 * seq_len * n_pairs) as f64;
+    let pair_tokens = (2 * seq_len * n_pairs * epochs) as f64;
 
     let cfg = TrainConfig {
         loss: LossKind::Dpo,
         eta: 0.1,
-        lr: 5e-7,
-        epochs: 1,
+        lr,
+        epochs,
         batch_size: batch,
         grad_accum: 1,
         warmup_ratio: 0.0,
@@ -172,7 +176,7 @@ fn main() -> Result<()> {
     let steady_pairs = if steady.is_empty() { f64::NAN } else { (steady.len() * batch) as f64 / steady.iter().sum::<f64>() };
     println!(
         "| {mode} | {ref_s:.1} | {train_s:.1} | {:.3} | {:.1} | {:.1} | {:.3} | {:.0} |",
-        n_pairs as f64 / (ref_s + train_s),
+        (n_pairs * epochs) as f64 / (ref_s + train_s),
         pair_tokens / (ref_s + train_s),
         pair_tokens / train_s,
         steady_pairs,
@@ -188,7 +192,7 @@ fn main() -> Result<()> {
     println!(
         "CPU-normalised (as if all {cores} cores were ours for the whole run): {:.1} tokens/s, {:.3} pairs/s",
         pair_tokens / (cpu_s / cores) ,
-        n_pairs as f64 / (cpu_s / cores)
+        (n_pairs * epochs) as f64 / (cpu_s / cores)
     );
     println!(
         "final loss (step {}): {:.6}",
