@@ -1,15 +1,60 @@
-//! Writes a model as an HF directory (f32 safetensors, HF names and `[out, in]` layout) that
-//! `transformers` and [`crate::load_model`] can read. LoRA adapters are merged first.
+//! Writes a model as an HF directory (safetensors in the chosen dtype, HF names and `[out, in]`
+//! layout, sharded with a `model.safetensors.index.json` past [`DEFAULT_MAX_SHARD_BYTES`]) that
+//! `transformers`, vLLM and [`crate::load_model`] can read. LoRA adapters are merged first.
 
 use anyhow::{bail, Context, Result};
-use safetensors::{tensor::TensorView, Dtype};
+use safetensors::tensor::TensorView;
 use serde_json::json;
 use std::path::Path;
 
 use crate::config::{LlamaConfig, TokenIds};
 use crate::fused::{fuse_for_export, Named};
+use crate::dtype::Dtype;
 use crate::model::{block_norm_names, to_vec_f32, Linear, Llama, RmsNorm};
 use crate::LoadedModel;
+
+/// transformers' default `max_shard_size` (`save_pretrained`): 5 GB per safetensors file.
+pub const DEFAULT_MAX_SHARD_BYTES: u64 = 5_000_000_000;
+
+/// How [`save_hf_with`] writes the weights.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub struct ExportOptions {
+    /// Element type of every tensor in the safetensors files (and `config.json`'s `torch_dtype`).
+    pub dtype: Dtype,
+    /// Largest shard; a model over it is split into `model-0000k-of-0000n.safetensors` files
+    /// with a `model.safetensors.index.json` (a tensor larger than this gets a shard of its own).
+    pub max_shard_bytes: u64,
+}
+
+impl Default for ExportOptions {
+    fn default() -> Self {
+        ExportOptions { dtype: Dtype::F32, max_shard_bytes: DEFAULT_MAX_SHARD_BYTES }
+    }
+}
+
+/// A size such as `5GB`, `200MB`, `64KiB` or `1000000` (bytes), as transformers'
+/// `max_shard_size` reads it (KB/MB/GB are powers of 1000, KiB/MiB/GiB of 1024).
+pub fn parse_size(s: &str) -> Result<u64> {
+    let t = s.trim();
+    let split = t.find(|c: char| !(c.is_ascii_digit() || c == '.')).unwrap_or(t.len());
+    let (num, unit) = t.split_at(split);
+    let n: f64 = num.parse().map_err(|_| anyhow::anyhow!("invalid size {s:?}: expected e.g. 5GB, 200MB or a byte count"))?;
+    let mult: f64 = match unit.trim().to_ascii_uppercase().as_str() {
+        "" | "B" => 1.0,
+        "KB" => 1e3,
+        "MB" => 1e6,
+        "GB" => 1e9,
+        "KIB" => 1024.0,
+        "MIB" => 1024.0 * 1024.0,
+        "GIB" => 1024.0 * 1024.0 * 1024.0,
+        other => bail!("invalid size {s:?}: unknown unit {other:?} (B, KB, MB, GB, KiB, MiB, GiB)"),
+    };
+    let bytes = n * mult;
+    if bytes.is_nan() || bytes < 1.0 {
+        bail!("invalid size {s:?}: must be at least 1 byte");
+    }
+    Ok(bytes as u64)
+}
 
 struct Out {
     name: String,
@@ -17,12 +62,27 @@ struct Out {
     bytes: Vec<u8>,
 }
 
-fn push(out: &mut Vec<Out>, name: String, shape: Vec<usize>, data: Vec<f32>) {
-    let bytes = data.iter().flat_map(|x| x.to_le_bytes()).collect();
-    out.push(Out { name, shape, bytes });
+/// Little-endian bytes of `data` in `dtype` (round to nearest even, as torch's `.to()`).
+pub fn f32_to_bytes(data: &[f32], dtype: Dtype) -> Vec<u8> {
+    match dtype {
+        Dtype::F32 => data.iter().flat_map(|x| x.to_le_bytes()).collect(),
+        Dtype::Bf16 => data.iter().flat_map(|&x| half::bf16::from_f32(x).to_le_bytes()).collect(),
+        Dtype::F16 => data.iter().flat_map(|&x| half::f16::from_f32(x).to_le_bytes()).collect(),
+    }
 }
 
-fn push_linear(out: &mut Vec<Out>, prefix: &str, lin: &Linear) -> Result<()> {
+/// The tensors of an export, each converted to `dtype` as it is read back.
+struct Outs {
+    list: Vec<Out>,
+    dtype: Dtype,
+}
+
+fn push(out: &mut Outs, name: String, shape: Vec<usize>, data: Vec<f32>) {
+    let bytes = f32_to_bytes(&data, out.dtype);
+    out.list.push(Out { name, shape, bytes });
+}
+
+fn push_linear(out: &mut Outs, prefix: &str, lin: &Linear) -> Result<()> {
     let [d_in, d_out] = lin.weight.dims();
     // stored [in, out] -> HF [out, in]
     let w = to_vec_f32(lin.weight.val().transpose())?;
@@ -33,13 +93,13 @@ fn push_linear(out: &mut Vec<Out>, prefix: &str, lin: &Linear) -> Result<()> {
     Ok(())
 }
 
-fn push_norm(out: &mut Vec<Out>, name: String, norm: &RmsNorm) -> Result<()> {
+fn push_norm(out: &mut Outs, name: String, norm: &RmsNorm) -> Result<()> {
     push(out, name, norm.weight.dims().to_vec(), to_vec_f32(norm.weight.val())?);
     Ok(())
 }
 
-fn tensors_of(m: &Llama, cfg: &LlamaConfig) -> Result<Vec<Out>> {
-    let mut out = Vec::new();
+fn tensors_of(m: &Llama, cfg: &LlamaConfig, dtype: Dtype) -> Result<Vec<Out>> {
+    let mut out = Outs { list: Vec::new(), dtype };
     let [v, d] = m.embed_tokens.dims();
     push(&mut out, "model.embed_tokens.weight".into(), vec![v, d], to_vec_f32(m.embed_tokens.val())?);
     let norm_names = block_norm_names(cfg);
@@ -70,16 +130,77 @@ fn tensors_of(m: &Llama, cfg: &LlamaConfig) -> Result<Vec<Out>> {
     if let Some(head) = &m.lm_head {
         push_linear(&mut out, "lm_head", head)?;
     }
-    Ok(out)
+    Ok(out.list)
+}
+
+/// Writes `tensors` as one `model.safetensors`, or as shards of at most `max_bytes` each (in
+/// order, a tensor never split) named `model-0000k-of-0000n.safetensors` with the index
+/// transformers reads (`metadata.total_size`, `weight_map`).
+fn write_weights(dir: &Path, tensors: &[Out], dtype: Dtype, max_bytes: u64) -> Result<()> {
+    let mut shards: Vec<Vec<&Out>> = vec![vec![]];
+    let mut size = 0u64;
+    for t in tensors {
+        let n = t.bytes.len() as u64;
+        if size > 0 && size + n > max_bytes {
+            shards.push(vec![]);
+            size = 0;
+        }
+        shards.last_mut().expect("one shard at least").push(t);
+        size += n;
+    }
+    let count = shards.len();
+    let name_of = |k: usize| {
+        if count == 1 {
+            "model.safetensors".to_string()
+        } else {
+            format!("model-{:05}-of-{count:05}.safetensors", k + 1)
+        }
+    };
+    let mut weight_map = serde_json::Map::new();
+    for (k, shard) in shards.iter().enumerate() {
+        let views = shard
+            .iter()
+            .map(|t| {
+                TensorView::new(dtype.safetensors(), t.shape.clone(), &t.bytes)
+                    .map(|v| (t.name.clone(), v))
+                    .map_err(|e| anyhow::anyhow!("tensor {}: {e}", t.name))
+            })
+            .collect::<Result<Vec<_>>>()?;
+        let st_path = dir.join(name_of(k));
+        let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
+        safetensors::serialize_to_file(views, Some(meta), &st_path)
+            .map_err(|e| anyhow::anyhow!("writing {}: {e}", st_path.display()))?;
+        // safetensors writes through a private temp file (mode 0600); make it readable like the rest.
+        #[cfg(unix)]
+        {
+            use std::os::unix::fs::PermissionsExt;
+            std::fs::set_permissions(&st_path, std::fs::Permissions::from_mode(0o644))
+                .with_context(|| format!("setting permissions of {}", st_path.display()))?;
+        }
+        for t in shard {
+            weight_map.insert(t.name.clone(), json!(name_of(k)));
+        }
+    }
+    if count > 1 {
+        let total: usize = tensors.iter().map(|t| t.bytes.len()).sum();
+        let index = json!({"metadata": {"total_size": total}, "weight_map": weight_map});
+        write(&dir.join("model.safetensors.index.json"), serde_json::to_string_pretty(&index)?)?;
+    }
+    Ok(())
 }
 
 fn write(path: &Path, text: String) -> Result<()> {
     std::fs::write(path, text).with_context(|| format!("writing {}", path.display()))
 }
 
-/// Writes config.json, model.safetensors, tokenizer.json, tokenizer_config.json and
+/// Writes config.json, model.safetensors (f32), tokenizer.json, tokenizer_config.json and
 /// generation_config.json into `dir` (created if needed).
 pub fn save_hf(lm: &LoadedModel, dir: &Path) -> Result<()> {
+    save_hf_with(lm, dir, ExportOptions::default())
+}
+
+/// [`save_hf`] with the weights in `opts.dtype`, sharded past `opts.max_shard_bytes`.
+pub fn save_hf_with(lm: &LoadedModel, dir: &Path, opts: ExportOptions) -> Result<()> {
     std::fs::create_dir_all(dir).with_context(|| format!("creating {}", dir.display()))?;
     let merged;
     let model = if lm.model.has_lora() {
@@ -89,33 +210,16 @@ pub fn save_hf(lm: &LoadedModel, dir: &Path) -> Result<()> {
         &lm.model
     };
 
-    let tensors = tensors_of(model, &lm.config)?;
-    // Phi-3 checkpoints keep q/k/v and gate/up fused: write them back that way.
+    let tensors = tensors_of(model, &lm.config, opts.dtype)?;
+    // Phi-3 checkpoints keep q/k/v and gate/up fused: write them back that way (rows concatenate
+    // byte for byte, in any dtype).
     let tensors: Vec<Out> = if lm.config.family() == crate::config::Family::Phi3 {
         let named = tensors.into_iter().map(|t| Named { name: t.name, shape: t.shape, bytes: t.bytes }).collect();
         fuse_for_export(named)?.into_iter().map(|t| Out { name: t.name, shape: t.shape, bytes: t.bytes }).collect()
     } else {
         tensors
     };
-    let views = tensors
-        .iter()
-        .map(|t| {
-            TensorView::new(Dtype::F32, t.shape.clone(), &t.bytes)
-                .map(|v| (t.name.clone(), v))
-                .map_err(|e| anyhow::anyhow!("tensor {}: {e}", t.name))
-        })
-        .collect::<Result<Vec<_>>>()?;
-    let st_path = dir.join("model.safetensors");
-    let meta = std::collections::HashMap::from([("format".to_string(), "pt".to_string())]);
-    safetensors::serialize_to_file(views, Some(meta), &st_path)
-        .map_err(|e| anyhow::anyhow!("writing {}: {e}", st_path.display()))?;
-    // safetensors writes through a private temp file (mode 0600); make it readable like the rest.
-    #[cfg(unix)]
-    {
-        use std::os::unix::fs::PermissionsExt;
-        std::fs::set_permissions(&st_path, std::fs::Permissions::from_mode(0o644))
-            .with_context(|| format!("setting permissions of {}", st_path.display()))?;
-    }
+    write_weights(dir, &tensors, opts.dtype, opts.max_shard_bytes)?;
 
     let tok = &lm.tokenizer;
     let mut cfg = lm.config.clone();
@@ -128,7 +232,7 @@ pub fn save_hf(lm: &LoadedModel, dir: &Path) -> Result<()> {
     cfg.bos_token_id = tok.bos_id.or(cfg.bos_token_id);
     let mut cfg_json = serde_json::to_value(&cfg)?;
     if let Some(o) = cfg_json.as_object_mut() {
-        o.insert("torch_dtype".into(), json!("float32"));
+        o.insert("torch_dtype".into(), json!(opts.dtype.torch_name()));
         o.retain(|_, v| !v.is_null());
     }
     write(&dir.join("config.json"), serde_json::to_string_pretty(&cfg_json)?)?;

@@ -281,11 +281,12 @@ fn generate_chunk(
             // so decoding writes in place and never reallocates.
             let padded = |t: Tensor<4>| {
                 let [b, h, _, d] = t.dims();
+                let dt = t.dtype();
                 let mut parts = vec![t.narrow(2, 0, plen)];
                 if pad > 0 {
-                    parts.insert(0, Tensor::zeros([b, h, pad, d], &device));
+                    parts.insert(0, Tensor::zeros([b, h, pad, d], (&device, dt)));
                 }
-                parts.push(Tensor::zeros([b, h, p.max_new_tokens, d], &device));
+                parts.push(Tensor::zeros([b, h, p.max_new_tokens, d], (&device, dt)));
                 let t = Tensor::cat(parts, 2);
                 if k > 1 { t.repeat_dim(0, k) } else { t }
             };

@@ -814,6 +814,11 @@ pub fn config_from_gguf(g: &GgufFile, vocab_size: usize) -> Result<LlamaConfig> 
 
 /// Loads a `.gguf` file: weights, tokenizer and chat template.
 pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_gguf_as(path, device, crate::dtype::Dtype::F32)
+}
+
+/// [`load_gguf`] with the weights dequantised to `dtype` (one tensor at a time through f32).
+pub fn load_gguf_as(path: &Path, device: &Device, dtype: crate::dtype::Dtype) -> Result<LoadedModel> {
     let g = GgufFile::open(path)?;
     let tokenizer = g.tokenizer()?;
     let vocab = match g.info("token_embd.weight") {
@@ -831,9 +836,9 @@ pub fn load_gguf(path: &Path, device: &Device) -> Result<LoadedModel> {
         norm_shift: config.norm_offset() as f32,
     };
     let model = if config.family() == crate::config::Family::Phi3 {
-        Llama::from_source(&config, &mut crate::fused::FusedSource::new(&mut src, &config), device)?
+        Llama::from_source_as(&config, &mut crate::fused::FusedSource::new(&mut src, &config), device, dtype)?
     } else {
-        Llama::from_source(&config, &mut src, device)?
+        Llama::from_source_as(&config, &mut src, device, dtype)?
     };
     let chat = ChatTemplate::new(
         g.get_str("tokenizer.chat_template").map(|s| s.to_string()),

@@ -9,10 +9,11 @@ use std::collections::{BTreeSet, HashMap};
 use std::fs::File;
 use std::path::{Path, PathBuf};
 
-use burn::tensor::Device;
+use burn::tensor::{Device, TensorData};
 
 use crate::chat::ChatTemplate;
 use crate::config::LlamaConfig;
+use crate::dtype::Dtype as Precision;
 use crate::model::{Llama, WeightSource};
 use crate::tokenizer::Tok;
 use crate::LoadedModel;
@@ -63,8 +64,9 @@ pub fn bytes_to_f32(dtype: Dtype, bytes: &[u8], name: &str) -> Result<Vec<f32>> 
     })
 }
 
-impl WeightSource for SafetensorsSource {
-    fn tensor(&mut self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+impl SafetensorsSource {
+    /// `name`'s shape, little-endian bytes (borrowed from the mapping) and dtype.
+    fn view(&self, name: &str) -> Result<Option<(Vec<usize>, &[u8], safetensors::Dtype)>> {
         let Some(&i) = self.index.get(name) else { return Ok(None) };
         let (path, mmap) = &self.files[i];
         let st = SafeTensors::deserialize(mmap)
@@ -72,9 +74,27 @@ impl WeightSource for SafetensorsSource {
         let view = st
             .tensor(name)
             .map_err(|e| anyhow::anyhow!("{}: tensor {name}: {e}", path.display()))?;
-        let data = bytes_to_f32(view.dtype(), view.data(), name)
-            .with_context(|| format!("in {}", path.display()))?;
-        Ok(Some((view.shape().to_vec(), data)))
+        Ok(Some((view.shape().to_vec(), view.data(), view.dtype())))
+    }
+}
+
+impl WeightSource for SafetensorsSource {
+    fn tensor(&mut self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>> {
+        let Some((shape, bytes, dtype)) = self.view(name)? else { return Ok(None) };
+        let data = bytes_to_f32(dtype, bytes, name).with_context(|| format!("in {}", self.origin()))?;
+        Ok(Some((shape, data)))
+    }
+
+    /// A tensor already stored in `want` (bf16 weights loaded as bf16) is copied out of the
+    /// mapping as it is; others convert through f32, one tensor at a time.
+    fn tensor_as(&mut self, name: &str, want: Precision) -> Result<Option<(Vec<usize>, TensorData)>> {
+        let Some((shape, bytes, st_dtype)) = self.view(name)? else { return Ok(None) };
+        if st_dtype == want.safetensors() && cfg!(target_endian = "little") {
+            return Ok(Some((shape.clone(), TensorData::from_bytes_vec(bytes.to_vec(), shape, want.burn()))));
+        }
+        let data = bytes_to_f32(st_dtype, bytes, name).with_context(|| format!("in {}", self.origin()))?;
+        let t = TensorData::new(data, shape.clone());
+        Ok(Some((shape, if want == Precision::F32 { t } else { t.convert_dtype(want.burn()) })))
     }
 
     fn origin(&self) -> String {
@@ -134,15 +154,20 @@ fn ids_of(v: Option<&serde_json::Value>) -> Vec<u32> {
     }
 }
 
-/// Loads an HF model directory.
+/// Loads an HF model directory (in f32).
 pub fn load_hf_dir(dir: &Path, device: &Device) -> Result<LoadedModel> {
+    load_hf_dir_as(dir, device, Precision::F32)
+}
+
+/// Loads an HF model directory with its weights in `dtype`.
+pub fn load_hf_dir_as(dir: &Path, device: &Device, dtype: Precision) -> Result<LoadedModel> {
     let config = LlamaConfig::from_file(&dir.join("config.json"))?;
     let files = weight_files(dir)?;
     let mut src = SafetensorsSource::open(&files)?;
     let model = if config.family() == crate::config::Family::Phi3 {
-        Llama::from_source(&config, &mut crate::fused::FusedSource::new(&mut src, &config), device)?
+        Llama::from_source_as(&config, &mut crate::fused::FusedSource::new(&mut src, &config), device, dtype)?
     } else {
-        Llama::from_source(&config, &mut src, device)?
+        Llama::from_source_as(&config, &mut src, device, dtype)?
     };
 
     let tok_cfg = read_json(&dir.join("tokenizer_config.json"))?.unwrap_or(serde_json::Value::Null);

@@ -10,6 +10,7 @@
 pub mod chat;
 pub mod config;
 pub mod device;
+pub mod dtype;
 pub mod export;
 pub mod fused;
 pub mod generate;
@@ -28,7 +29,8 @@ use std::path::Path;
 pub use chat::ChatTemplate;
 pub use config::LlamaConfig;
 pub use device::DeviceSpec;
-pub use export::save_hf;
+pub use dtype::Dtype;
+pub use export::{save_hf, save_hf_with, ExportOptions};
 pub use generate::{generate, FinishReason, GenRequest, Generation, SamplingParams};
 pub use model::Llama;
 pub use score::{score, score_tensor};
@@ -60,12 +62,18 @@ impl LoadedModel {
     }
 }
 
-/// Loads an HF model directory or a `.gguf` file onto `device`.
+/// Loads an HF model directory or a `.gguf` file onto `device`, in f32.
 pub fn load_model(path: &Path, device: &Device) -> Result<LoadedModel> {
+    load_model_as(path, device, Dtype::F32)
+}
+
+/// Loads an HF model directory or a `.gguf` file onto `device`, its weights stored and its
+/// activations computed in `dtype` (`--dtype`; see [`Dtype::default_for`]).
+pub fn load_model_as(path: &Path, device: &Device, dtype: Dtype) -> Result<LoadedModel> {
     if path.is_dir() {
-        hf::load_hf_dir(path, device)
+        hf::load_hf_dir_as(path, device, dtype)
     } else if path.is_file() {
-        gguf::load_gguf(path, device)
+        gguf::load_gguf_as(path, device, dtype)
     } else {
         bail!("model path {} does not exist", path.display())
     }

@@ -12,9 +12,10 @@
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
-use burn::tensor::{Device, Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::config::{Activation, LlamaConfig};
+use crate::dtype::Dtype;
 
 /// Low-rank adapter: `y += scale * (x @ a) @ b` with `a: [in, r]`, `b: [r, out]`.
 #[derive(Module, Debug)]
@@ -47,19 +48,31 @@ impl Linear {
         let d_in = dims[D - 1];
         let rows: usize = dims[..D - 1].iter().product();
         let x2: Tensor<2> = x.reshape([rows, d_in]);
+        let dt = x2.dtype();
         let mut y = match &self.lora {
             Some(l) => {
-                let delta = x2.clone().matmul(l.a.val()).matmul(l.b.val()).mul_scalar(l.scale);
-                x2.matmul(self.weight.val()) + delta
+                let delta = x2.clone().matmul(like(l.a.val(), dt)).matmul(like(l.b.val(), dt)).mul_scalar(l.scale);
+                x2.matmul(like(self.weight.val(), dt)) + delta
             }
-            None => x2.matmul(self.weight.val()),
+            None => x2.matmul(like(self.weight.val(), dt)),
         };
         if let Some(b) = &self.bias {
-            y = y + b.val().unsqueeze::<2>();
+            y = y + like(b.val(), dt).unsqueeze::<2>();
         }
         let mut out = dims;
         out[D - 1] = self.out_features();
         y.reshape(out)
+    }
+}
+
+/// `t` in `dtype` (a no-op when it already is). Parameters follow their input's dtype, so a model
+/// whose weights are f32 master copies computes in its [`Llama::compute_dtype`]: the cast is an
+/// autodiff op, and its backward hands the parameter an f32 gradient (PyTorch's autocast scheme).
+pub fn like<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
+    if t.dtype() == dtype {
+        t
+    } else {
+        t.cast(dtype)
     }
 }
 
@@ -75,7 +88,7 @@ pub struct RmsNorm {
 impl RmsNorm {
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
         let inv = x.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt().recip();
-        let mut w = self.weight.val();
+        let mut w = like(self.weight.val(), x.dtype());
         if self.offset != 0.0 {
             w = w.add_scalar(self.offset);
         }
@@ -202,9 +215,10 @@ fn cache_append(
     let [b, h, t, d] = k.dims();
     let need = past + t;
     let device = k.device();
+    let dt = k.dtype();
     let grow = |buf: Tensor<4>, cap: usize| {
         let old = buf.dims()[2];
-        Tensor::cat(vec![buf, Tensor::zeros([b, h, cap - old, d], &device)], 2)
+        Tensor::cat(vec![buf, Tensor::zeros([b, h, cap - old, d], (&device, dt))], 2)
     };
     let (kb, vb) = match slot.take() {
         Some((kb, vb)) if kb.dims()[2] >= need => (kb, vb),
@@ -213,7 +227,8 @@ fn cache_append(
             (grow(kb, cap), grow(vb, cap))
         }
         None => {
-            (Tensor::zeros([b, h, need, d], &device), Tensor::zeros([b, h, need, d], &device))
+            let z = || Tensor::zeros([b, h, need, d], (&device, dt));
+            (z(), z())
         }
     };
     let range = [0..b, 0..h, past..need, 0..d];
@@ -269,7 +284,7 @@ impl Rope {
                 }
             }
         }
-        mask.clone() + Tensor::from_data(TensorData::new(m, [b, 1, t, t]), &mask.device())
+        mask.clone() + Tensor::from_data(TensorData::new(m, [b, 1, t, t]), (&mask.device(), mask.dtype()))
     }
 }
 
@@ -381,6 +396,10 @@ pub struct Llama {
     pub sliding_window: Option<usize>,
     /// Embeddings are multiplied by this (Gemma: √hidden; else 1).
     pub embed_scale: f32,
+    /// The dtype activations are computed in. The weights are cast to it where they are used, so
+    /// they may be kept wider (f32 master weights for bf16 training, [`Llama::with_master_weights`]).
+    #[module(skip)]
+    pub compute_dtype: DType,
 }
 
 /// Additive mask value for disallowed attention.
@@ -390,17 +409,34 @@ pub const MASKED: f32 = -1e30;
 /// converted to f32. Returns `Ok(None)` when the tensor is absent.
 pub trait WeightSource {
     fn tensor(&mut self, name: &str) -> Result<Option<(Vec<usize>, Vec<f32>)>>;
+    /// The tensor in `dtype`. The default narrows [`WeightSource::tensor`]'s f32 values one tensor
+    /// at a time (GGUF dequantises to f32 per tensor); sources that store `dtype` already
+    /// (bf16 safetensors) override it to hand their bytes over without an f32 round trip.
+    fn tensor_as(&mut self, name: &str, dtype: Dtype) -> Result<Option<(Vec<usize>, TensorData)>> {
+        Ok(self.tensor(name)?.map(|(shape, data)| {
+            let t = TensorData::new(data, shape.clone());
+            (shape, if dtype == Dtype::F32 { t } else { t.convert_dtype(dtype.burn()) })
+        }))
+    }
     /// Human-readable origin for error messages (file path).
     fn origin(&self) -> String;
 }
 
+/// A weight from `src` in the source's load dtype.
+struct Load<'a> {
+    src: &'a mut dyn WeightSource,
+    dtype: Dtype,
+}
+
 fn take(
-    src: &mut dyn WeightSource,
+    src: &mut Load<'_>,
     name: &str,
     shape: &[usize],
     device: &Device,
 ) -> Result<Option<TensorData>> {
-    match src.tensor(name)? {
+    let dtype = src.dtype;
+    let src = &mut *src.src;
+    match src.tensor_as(name, dtype)? {
         None => Ok(None),
         Some((got, data)) => {
             if got != shape {
@@ -412,19 +448,25 @@ fn take(
                 );
             }
             let _ = device;
-            Ok(Some(TensorData::new(data, shape.to_vec())))
+            Ok(Some(data))
         }
     }
 }
 
-fn need(src: &mut dyn WeightSource, name: &str, shape: &[usize], device: &Device) -> Result<TensorData> {
-    let origin = src.origin();
+/// A tensor holding `data` in `data`'s own dtype (not the device's default).
+fn tensor_of<const D: usize>(data: TensorData, device: &Device) -> Tensor<D> {
+    let dtype = data.dtype();
+    Tensor::from_data(data, (device, dtype))
+}
+
+fn need(src: &mut Load<'_>, name: &str, shape: &[usize], device: &Device) -> Result<TensorData> {
+    let origin = src.src.origin();
     take(src, name, shape, device)?
         .with_context(|| format!("tensor {name} missing from {origin}"))
 }
 
 fn linear(
-    src: &mut dyn WeightSource,
+    src: &mut Load<'_>,
     prefix: &str,
     d_in: usize,
     d_out: usize,
@@ -432,26 +474,32 @@ fn linear(
     device: &Device,
 ) -> Result<Linear> {
     let w = need(src, &format!("{prefix}.weight"), &[d_out, d_in], device)?;
-    let w = Tensor::<2>::from_data(w, device).transpose();
+    let w = tensor_of::<2>(w, device).transpose();
     // Materialise the transpose so matmuls read contiguous memory.
-    let w = Tensor::<2>::from_data(w.into_data(), device);
+    let w = tensor_of::<2>(w.into_data(), device);
     let b = if bias {
-        Some(Tensor::<1>::from_data(need(src, &format!("{prefix}.bias"), &[d_out], device)?, device))
+        Some(tensor_of::<1>(need(src, &format!("{prefix}.bias"), &[d_out], device)?, device))
     } else {
         None
     };
     Ok(Linear::new(w, b))
 }
 
-fn norm(src: &mut dyn WeightSource, name: &str, d: usize, cfg: &LlamaConfig, device: &Device) -> Result<RmsNorm> {
+fn norm(src: &mut Load<'_>, name: &str, d: usize, cfg: &LlamaConfig, device: &Device) -> Result<RmsNorm> {
     let w = need(src, name, &[d], device)?;
-    Ok(RmsNorm { weight: Param::from_tensor(Tensor::from_data(w, device)), eps: cfg.rms_norm_eps, offset: cfg.norm_offset() })
+    Ok(RmsNorm { weight: Param::from_tensor(tensor_of(w, device)), eps: cfg.rms_norm_eps, offset: cfg.norm_offset() })
 }
 
 impl Llama {
     /// Builds the model from HF-named weights. Every expected tensor must be present with the
     /// expected shape; `lm_head.weight` may be absent when embeddings are tied.
     pub fn from_source(cfg: &LlamaConfig, src: &mut dyn WeightSource, device: &Device) -> Result<Self> {
+        Self::from_source_as(cfg, src, device, Dtype::F32)
+    }
+
+    /// [`Llama::from_source`] with every weight stored, and the activations computed, in `dtype`.
+    pub fn from_source_as(cfg: &LlamaConfig, src: &mut dyn WeightSource, device: &Device, dtype: Dtype) -> Result<Self> {
+        let src = &mut Load { src, dtype };
         cfg.validate()?;
         let d = cfg.hidden_size;
         let (nh, nkv, hd) = (cfg.num_attention_heads, cfg.n_kv_heads(), cfg.head_dim());
@@ -466,7 +514,7 @@ impl Llama {
             };
             let [attn_norm, attn_out_norm, mlp_norm, mlp_out_norm] =
                 [block_norm(0)?, block_norm(1)?, block_norm(2)?, block_norm(3)?];
-            let head_norm = |src: &mut dyn WeightSource, n: &str| -> Result<Option<RmsNorm>> {
+            let head_norm = |src: &mut Load<'_>, n: &str| -> Result<Option<RmsNorm>> {
                 if cfg.qk_norm() {
                     Ok(Some(norm(src, &format!("{p}.self_attn.{n}.weight"), hd, cfg, device)?))
                 } else {
@@ -507,15 +555,15 @@ impl Llama {
         } else {
             match take(src, "lm_head.weight", &[cfg.vocab_size, d], device)? {
                 Some(w) => {
-                    let w = Tensor::<2>::from_data(w, device).transpose();
-                    Some(Linear::new(Tensor::from_data(w.into_data(), device), None))
+                    let w = tensor_of::<2>(w, device).transpose();
+                    Some(Linear::new(tensor_of(w.into_data(), device), None))
                 }
                 // Some checkpoints omit lm_head and rely on tying even without the flag.
                 None => None,
             }
         };
         Ok(Llama {
-            embed_tokens: Param::from_tensor(Tensor::from_data(embed, device)),
+            embed_tokens: Param::from_tensor(tensor_of(embed, device)),
             layers,
             norm: final_norm,
             lm_head,
@@ -523,14 +571,41 @@ impl Llama {
             inv_freq_local: cfg.rope_inv_freq_local(),
             sliding_window: cfg.effective_sliding_window(),
             embed_scale: cfg.embed_scale(),
+            compute_dtype: dtype.burn(),
         })
     }
 
     /// RoPE tables for tokens at `positions[b][t]`.
+    /// RoPE tables for tokens at `positions[b][t]`, in the compute dtype (the angles are
+    /// computed in f32 on the host, then cast, as transformers does).
     pub fn rope(&self, positions: &[Vec<usize>], device: &Device) -> Rope {
         let mut rope = Rope::new(&self.inv_freq, positions, device);
         rope.local = self.inv_freq_local.as_ref().map(|f| RopeTable::new(f, positions, device));
+        let dt = self.compute_dtype;
+        let cast = |t: RopeTable| RopeTable { cos: like(t.cos, dt), sin: like(t.sin, dt) };
+        rope.global = cast(rope.global);
+        rope.local = rope.local.map(cast);
         rope
+    }
+
+    /// The model computing in `dtype` with its weights in f32 (mixed-precision training: the
+    /// optimiser updates the f32 master weights, the forward and backward passes run in `dtype`).
+    /// Call it on a plain-device model, before moving it to the autodiff device.
+    pub fn with_master_weights(self, dtype: Dtype) -> Llama {
+        struct Widen;
+        impl burn::module::ModuleMapper for Widen {
+            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
+                param.map(|t| like(t, DType::F32))
+            }
+        }
+        let mut m = self.map(&mut Widen);
+        m.compute_dtype = dtype.burn();
+        m
+    }
+
+    /// The dtype the weights are stored in (that of the embeddings).
+    pub fn weight_dtype(&self) -> DType {
+        self.embed_tokens.val().dtype()
     }
 
     pub fn device(&self) -> Device {
@@ -545,6 +620,7 @@ impl Llama {
         let [b, t] = tokens.dims();
         let d = self.embed_tokens.dims()[1];
         let x = self.embed_tokens.val().select(0, tokens.reshape([b * t])).reshape([b, t, d]);
+        let x = like(x, self.compute_dtype);
         if self.embed_scale == 1.0 {
             x
         } else {
@@ -580,6 +656,7 @@ impl Llama {
     /// e.g. a prompt followed by two responses that each see the prompt but not each other.
     /// Sliding-window layers also hide keys `sliding_window` or more positions back (by `rope.positions`).
     pub fn forward_hidden_with(&self, tokens: Tensor<2, Int>, rope: &Rope, mask: &Tensor<4>) -> Tensor<3> {
+        let mask = &like(mask.clone(), self.compute_dtype);
         let window_mask = self.sliding_window.map(|w| rope.window_mask(mask, w));
         let x = self.blocks(self.embed(tokens), rope, mask, window_mask.as_ref(), None);
         self.norm.forward(x)
@@ -593,7 +670,8 @@ impl Llama {
                 let dims = hidden.dims();
                 let d = dims[D - 1];
                 let rows: usize = dims[..D - 1].iter().product();
-                let logits = hidden.reshape([rows, d]).matmul(self.embed_tokens.val().transpose());
+                let w = like(self.embed_tokens.val(), hidden.dtype());
+                let logits = hidden.reshape([rows, d]).matmul(w.transpose());
                 let mut out = dims;
                 out[D - 1] = self.vocab_size();
                 logits.reshape(out)
@@ -639,7 +717,7 @@ impl Llama {
                     }
                 }
             }
-            Tensor::<4>::from_data(TensorData::new(mask, [b, 1, t, s]), &device)
+            Tensor::<4>::from_data(TensorData::new(mask, [b, 1, t, s]), (&device, self.compute_dtype))
         };
         let mask = cached_mask(usize::MAX / 2);
         let window_mask = self.sliding_window.map(cached_mask);

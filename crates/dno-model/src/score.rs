@@ -19,9 +19,9 @@
 //!   one extra head matmul (four instead of three).
 
 use anyhow::{bail, Result};
-use burn::tensor::{Gradients, IndexingUpdateOp, Int, Tensor, TensorData};
+use burn::tensor::{DType, Gradients, IndexingUpdateOp, Int, Tensor, TensorData};
 
-use crate::model::{to_vec_f32, Llama};
+use crate::model::{like, to_vec_f32, Llama};
 use crate::LoadedModel;
 
 /// Scored positions per chunk of the output head: a chunk's logits are `HEAD_CHUNK x V` floats
@@ -44,28 +44,30 @@ impl Scored<'_> {
     }
 }
 
-/// The output projection as `[D, V]` (a view of the tied embeddings or the `lm_head` weight) and
-/// its bias, off the autodiff graph. The head never carries a LoRA adapter (adapters go on the
-/// layers' projections only, see `lora::LORA_TARGETS`).
-fn head_matrix(model: &Llama) -> (Tensor<2>, Option<Tensor<1>>) {
+/// The output projection as `[D, V]` (a view of the tied embeddings or the `lm_head` weight) in
+/// the hidden states' dtype `dtype`, and its bias in f32, off the autodiff graph. The head never
+/// carries a LoRA adapter (adapters go on the layers' projections only, see `lora::LORA_TARGETS`).
+fn head_matrix(model: &Llama, dtype: DType) -> (Tensor<2>, Option<Tensor<1>>) {
     match &model.lm_head {
         Some(l) => {
             debug_assert!(l.lora.is_none(), "the output head has no LoRA adapter");
-            (l.weight.val().inner(), l.bias.as_ref().map(|b| b.val().inner()))
+            (like(l.weight.val().inner(), dtype), l.bias.as_ref().map(|b| like(b.val().inner(), DType::F32)))
         }
-        None => (model.embed_tokens.val().inner().transpose(), None),
+        None => (like(model.embed_tokens.val().inner(), dtype).transpose(), None),
     }
 }
 
 /// One chunk of the head: `h` `[n, D]` -> (logits − rowmax `[n, V]`, log Σ exp(logits − rowmax)
-/// `[n, 1]`).
+/// `[n, 1]`), both f32. The matmul runs in the hidden states' dtype (bf16 under mixed precision,
+/// as autocast does); the logits are widened to f32 before the log-softmax, so log-probs, the
+/// loss and the reference log-probs are f32 whatever the model's dtype.
 ///
 /// The exponentials are summed in blocks of 256 first: a plain f32 sum over ~50k vocabulary terms
 /// accumulates a systematic rounding bias (~1e-4 per token); this keeps scores within ~1e-5 per
 /// token of the sampler's f64 log-probabilities.
 fn shifted_logits(h: Tensor<2>, w: &Tensor<2>, bias: &Option<Tensor<1>>) -> (Tensor<2>, Tensor<2>) {
     const BLOCK: usize = 256;
-    let mut logits = h.matmul(w.clone());
+    let mut logits = like(h.matmul(w.clone()), DType::F32);
     if let Some(b) = bias {
         logits = logits + b.clone().unsqueeze::<2>();
     }
@@ -99,7 +101,7 @@ fn chunk_ids(s: Scored, start: usize, end: usize, device: &burn::tensor::Device)
 pub fn token_logps(model: &Llama, hidden: &Tensor<2>, s: Scored, chunk: usize) -> Tensor<1> {
     let h = hidden.clone().inner();
     let device = h.device();
-    let (w, bias) = head_matrix(model);
+    let (w, bias) = head_matrix(model, h.dtype());
     let n = s.len();
     let mut out = Vec::with_capacity(n.div_ceil(chunk.max(1)));
     let mut start = 0;
@@ -140,7 +142,8 @@ pub fn sequence_logps_backward(
 ) -> Tensor<1> {
     let h = hidden.clone().inner();
     let device = h.device();
-    let (w, bias) = head_matrix(model);
+    let hdt = h.dtype();
+    let (w, bias) = head_matrix(model, hdt);
     let [d, v] = w.dims();
     let owner = ints(s.seq_of.iter().map(|&q| q as i64).collect(), &device);
     let g_tok = grad_seqs.inner().select(0, owner); // [N]
@@ -163,9 +166,11 @@ pub fn sequence_logps_backward(
         // dL/dlogits = g·(onehot(target) − softmax(logits)).
         let probs = (shifted - logsum).exp();
         let grad_logits = (probs * g.clone()).neg().scatter(1, tgt, g, IndexingUpdateOp::Add);
-        grad_h.push(grad_logits.clone().matmul(w.clone().transpose()));
+        // In the hidden states' dtype for the matmuls; dL/dW accumulates in f32.
+        let grad_logits_h = like(grad_logits.clone(), hdt);
+        grad_h.push(grad_logits_h.clone().matmul(w.clone().transpose()));
         if let Some(gw) = grad_w.take() {
-            grad_w = Some(gw + h_c.transpose().matmul(grad_logits.clone()));
+            grad_w = Some(gw + like(h_c.transpose().matmul(grad_logits_h), DType::F32));
         }
         if let Some(gb) = grad_b.take() {
             grad_b = Some(gb + grad_logits.sum_dim(0).reshape([v]));
@@ -177,17 +182,25 @@ pub fn sequence_logps_backward(
     if n > 0 {
         let idx = ints(s.positions.to_vec(), &tracked_device);
         let grad_h: Tensor<2> = Tensor::cat(grad_h, 0);
-        surrogate = surrogate + (hidden.select(0, idx) * grad_h).sum();
+        surrogate = surrogate + like((hidden.select(0, idx) * grad_h).sum(), DType::F32);
     }
+    // Each term is multiplied in its parameter's dtype and the scalar widened to f32 (burn's
+    // binary ops need operands of one dtype).
     if let Some(gw) = grad_w {
+        let pdt = head_param.dtype();
         surrogate = surrogate
-            + match &model.lm_head {
-                Some(_) => (head_param * gw).sum(),
-                None => (head_param * gw.transpose()).sum(),
-            };
+            + like(
+                match &model.lm_head {
+                    Some(_) => (head_param * like(gw, pdt)).sum(),
+                    None => (head_param * like(gw.transpose(), pdt)).sum(),
+                },
+                DType::F32,
+            );
     }
     if let (Some(gb), Some(Some(b))) = (grad_b, model.lm_head.as_ref().map(|l| l.bias.as_ref())) {
-        surrogate = surrogate + (b.val() * gb).sum();
+        let b = b.val();
+        let pdt = b.dtype();
+        surrogate = surrogate + like((b * like(gb, pdt)).sum(), DType::F32);
     }
     surrogate
 }

@@ -103,6 +103,9 @@ pub struct SampleOptions {
     pub raw: bool,
     /// Chat template file (Jinja) replacing the model's own (engine burn only).
     pub chat_template: Option<PathBuf>,
+    /// Weight and compute precision, f32, bf16 or f16 (None: `dno_model::Dtype::default_for` the
+    /// device: bf16 on CUDA, f32 elsewhere).
+    pub dtype: Option<String>,
     /// Add each prompt's `reference` as a candidate with source = reference.
     pub include_reference: bool,
     /// Label of the `policy` column (default: the model's file stem, or the API model name).
@@ -153,6 +156,7 @@ impl Default for SampleOptions {
             system: None,
             raw: false,
             chat_template: None,
+            dtype: None,
             include_reference: false,
             policy: None,
             engine: EngineKind::Burn,
@@ -424,8 +428,9 @@ impl Engine {
             }
             EngineKind::Burn => {
                 let path = o.model.as_ref().ok_or_else(|| anyhow!("--model is required with --engine burn"))?;
-                let device = o.device.parse::<dno_model::DeviceSpec>()?.device()?;
-                let mut lm = dno_model::load_model(path, &device).with_context(|| format!("loading {}", path.display()))?;
+                let spec = o.device.parse::<dno_model::DeviceSpec>()?;
+                let dtype = dno_model::Dtype::resolve(o.dtype.as_deref(), &spec).context("--dtype")?;
+                let mut lm = dno_model::load_model_as(path, &spec.device()?, dtype).with_context(|| format!("loading {}", path.display()))?;
                 lm.use_chat_template_file(o.chat_template.as_deref())?;
                 Ok(Engine::Burn(Box::new(lm)))
             }

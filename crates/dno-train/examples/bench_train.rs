@@ -5,6 +5,8 @@
 //!     [--model PATH] [--steps 3] [--batch 8] [--seq-len 120] [--prompt-len 40] [--lora RANK] [--device cpu]
 //!     [--shards N]   # data-parallel shards per batch (default: one per core on the CPU)
 //!     [--gradient-checkpointing]
+//!     [--dtype f32|bf16|f16]   # compute dtype (bf16: mixed precision with f32 master weights)
+//!     [--lr 5e-7] [--epochs 1]  # epochs > 1 repeat the same pairs (steps x epochs optimiser steps)
 //! ```
 //!
 //! Default model: `$HOME/.cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf` (scripts/fetch_smollm2.sh).
@@ -66,6 +68,8 @@ fn main() -> Result<()> {
         (3usize, 8usize, 120usize, 40usize, None::<usize>, "cpu".to_string());
     let mut shards = None::<usize>;
     let mut gradient_checkpointing = false;
+    let mut dtype_flag = None::<String>;
+    let (mut lr, mut epochs) = (5e-7f64, 1usize);
     let mut args = std::env::args().skip(1);
     while let Some(a) = args.next() {
         let mut val = || args.next().with_context(|| format!("{a} needs a value"));
@@ -79,15 +83,20 @@ fn main() -> Result<()> {
             "--device" => device_spec = val()?,
             "--shards" => shards = Some(val()?.parse()?),
             "--gradient-checkpointing" => gradient_checkpointing = true,
+            "--dtype" => dtype_flag = Some(val()?),
+            "--lr" => lr = val()?.parse()?,
+            "--epochs" => epochs = val()?.parse()?,
             other => bail!("unknown argument {other}"),
         }
     }
     if prompt_len == 0 || prompt_len >= seq_len {
         bail!("--prompt-len must be in 1..seq-len");
     }
-    let device = device_spec.parse::<DeviceSpec>()?.device()?;
+    let spec = device_spec.parse::<DeviceSpec>()?;
+    let dtype = dno_model::Dtype::resolve(dtype_flag.as_deref(), &spec)?;
+    let device = spec.device()?;
     let t_load = Instant::now();
-    let loaded = dno_model::load_model(&model, &device).with_context(|| format!("loading {}", model.display()))?;
+    let loaded = dno_model::load_model_as(&model, &device, dtype).with_context(|| format!("loading {}", model.display()))?;
     let load_s = t_load.elapsed().as_secs_f64();
     let vocab = loaded.config.vocab_size as u64;
 
@@ -107,13 +116,13 @@ fn main() -> Result<()> {
             rejected_winrate: 0.0,
         })
         .collect();
-    let pair_tokens = (2 * seq_len * n_pairs) as f64;
+    let pair_tokens = (2 * seq_len * n_pairs * epochs) as f64;
 
     let cfg = TrainConfig {
         loss: LossKind::Dpo,
         eta: 0.1,
-        lr: 5e-7,
-        epochs: 1,
+        lr,
+        epochs,
         batch_size: batch,
         grad_accum: 1,
         warmup_ratio: 0.0,
@@ -127,7 +136,7 @@ fn main() -> Result<()> {
         ..TrainConfig::default()
     };
     let shard_count = shards.unwrap_or_else(|| dno_model::device::data_parallel_shards(&device));
-    let workload = dno_train::memory::workload(&examples, &cfg, shard_count, gradient_checkpointing)?;
+    let workload = dno_train::memory::Workload { dtype, ..dno_train::memory::workload(&examples, &cfg, shard_count, gradient_checkpointing)? };
     let estimate = dno_train::memory::estimate(&loaded.config, &cfg, &workload);
     let out = tempfile::tempdir()?;
     let model_fingerprint = Some(dno_train::reference::model_files_fingerprint(&model)?);
@@ -157,6 +166,7 @@ fn main() -> Result<()> {
     // Steady state: steps after the first (which pays one-time allocation/warm-up).
     let steady: Vec<f64> = outcome.metrics.iter().skip(1).map(|m| m.tokens as f64 / m.tokens_per_s).collect();
     let mode = if lora.is_some() { format!("DPO LoRA r={}", lora.unwrap_or(0)) } else { "DPO full".to_string() };
+    let mode = format!("{mode}, {dtype}{}", if gradient_checkpointing { " + ckpt" } else { "" });
 
     println!("model: {} (loaded in {load_s:.1}s), device: {device_spec}", model.display());
     println!("{n_pairs} pairs = {steps} steps x {batch} pairs, {seq_len} tokens per sequence ({prompt_len} prompt)");
@@ -166,7 +176,7 @@ fn main() -> Result<()> {
     let steady_pairs = if steady.is_empty() { f64::NAN } else { (steady.len() * batch) as f64 / steady.iter().sum::<f64>() };
     println!(
         "| {mode} | {ref_s:.1} | {train_s:.1} | {:.3} | {:.1} | {:.1} | {:.3} | {:.0} |",
-        n_pairs as f64 / (ref_s + train_s),
+        (n_pairs * epochs) as f64 / (ref_s + train_s),
         pair_tokens / (ref_s + train_s),
         pair_tokens / train_s,
         steady_pairs,
@@ -182,10 +192,15 @@ fn main() -> Result<()> {
     println!(
         "CPU-normalised (as if all {cores} cores were ours for the whole run): {:.1} tokens/s, {:.3} pairs/s",
         pair_tokens / (cpu_s / cores) ,
-        n_pairs as f64 / (cpu_s / cores)
+        (n_pairs * epochs) as f64 / (cpu_s / cores)
     );
     println!(
-        "estimated peak MiB (dno train --dry-run, gradient checkpointing {}): {:.0}",
+        "final loss (step {}): {:.6}",
+        outcome.metrics.last().map(|m| m.step).unwrap_or(0),
+        outcome.metrics.last().map(|m| m.loss).unwrap_or(f64::NAN)
+    );
+    println!(
+        "estimated peak MiB (dno train --dry-run, {dtype}, gradient checkpointing {}): {:.0}",
         if gradient_checkpointing { "on" } else { "off" },
         estimate.total() as f64 / (1024.0 * 1024.0)
     );

@@ -81,6 +81,11 @@ pub struct TrainConfig {
     pub checkpoint_every: usize,
     /// Maximum prompt+response tokens per sequence (prompt truncated from the left first).
     pub max_len: usize,
+    /// A PEFT LoRA adapter directory to start from (`dno train --init-adapter`): the input model
+    /// π_t is the base with this adapter, which is also the reference; `lora` must match its
+    /// `adapter_config.json` (rank, alpha, targets).
+    #[serde(default, skip_serializing_if = "Option::is_none")]
+    pub init_adapter: Option<std::path::PathBuf>,
 }
 
 impl Default for TrainConfig {
@@ -102,6 +107,7 @@ impl Default for TrainConfig {
             lora: None,
             checkpoint_every: 0,
             max_len: 1024,
+            init_adapter: None,
         }
     }
 }

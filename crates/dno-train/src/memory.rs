@@ -1,5 +1,11 @@
 //! An estimate of training's peak memory (`dno train --dry-run`): weights, gradients, optimiser
-//! state and activations for a model, batch shape, shard count and checkpointing flag, in f32.
+//! state and activations for a model, batch shape, shard count, checkpointing flag and dtype.
+//!
+//! Under mixed precision (`--dtype bf16`/`f16`, full fine-tuning) the parameters are f32 master
+//! weights and the autodiff graph also keeps each weight's cast to the compute dtype (the matmul's
+//! saved operand) until the backward pass; gradients and AdamW moments stay f32; activations are
+//! in the compute dtype; the head's log-softmax works on f32 chunks. With LoRA the frozen base is
+//! stored in the compute dtype and only the adapters are f32.
 //!
 //! Activations are counted from what burn's autodiff keeps for the backward pass of one
 //! decoder layer ([`crate::memory::activation_floats_per_token`]), times layers and tokens of the
@@ -7,7 +13,7 @@
 //! measured peak RSS on the CPU (`scripts/check_memory_model.sh`, table in the README).
 
 use dno_model::score::HEAD_CHUNK;
-use dno_model::LlamaConfig;
+use dno_model::{Dtype, LlamaConfig};
 use serde::Serialize;
 
 use crate::batch::PackedBatch;
@@ -25,6 +31,8 @@ pub struct Workload {
     /// Data-parallel shards a micro-batch is split into (each holds its own graph and gradients).
     pub shards: usize,
     pub gradient_checkpointing: bool,
+    /// The compute dtype (`--dtype`).
+    pub dtype: Dtype,
 }
 
 /// Bytes, by what holds them.
@@ -107,11 +115,19 @@ pub fn estimate(model: &LlamaConfig, cfg: &TrainConfig, w: &Workload) -> MemoryE
     let d = model.hidden_size as u64;
     let graph = tokens * (layers * per_token + 3 * d) + (w.rows * w.width * w.width) as u64;
     let head = shards * 3 * (HEAD_CHUNK as u64) * model.vocab_size as u64;
+    let s = w.dtype.size() as u64;
+    let weights = match (&cfg.lora, w.dtype) {
+        (_, Dtype::F32) => all * F32,
+        // Frozen base in the compute dtype, f32 adapters.
+        (Some(_), _) => all * s + trainable * F32,
+        // f32 master weights plus the casts the graph keeps.
+        (None, _) => all * (F32 + s),
+    };
     MemoryEstimate {
-        weights: all * F32,
+        weights,
         gradients: (shards + 1) * trainable * F32,
         optimizer: 2 * trainable * F32,
-        activations: (graph + head) * F32,
+        activations: graph * s + head * F32,
     }
 }
 
@@ -126,7 +142,7 @@ pub fn workload(examples: &[TrainExample], cfg: &TrainConfig, shards: usize, gra
         width = width.max(b.width);
     }
     let rows = cfg.batch_size.min(examples.len()).max(1);
-    Ok(Workload { rows, width, shards: shards.clamp(1, rows), gradient_checkpointing })
+    Ok(Workload { rows, width, shards: shards.clamp(1, rows), gradient_checkpointing, dtype: Dtype::F32 })
 }
 
 /// The estimate as a small table, MiB.
@@ -169,7 +185,7 @@ mod tests {
         // 4·8 + 2·3·4 + 4 + 8 + 2·2·10 + 5·12 = 168; checkpointed: 4·4 + 2·10 + 8 + 16 + 24 = 84.
         assert_eq!(activation_floats_per_token(&m, 10, false), 168);
         assert_eq!(activation_floats_per_token(&m, 10, true), 84);
-        let w = Workload { rows: 3, width: 10, shards: 2, gradient_checkpointing: false };
+        let w = Workload { rows: 3, width: 10, shards: 2, gradient_checkpointing: false, dtype: Dtype::F32 };
         let e = estimate(&m, &cfg, &w);
         assert_eq!(e.weights, 1800 * 4);
         assert_eq!(e.gradients, 3 * 1800 * 4);
@@ -179,5 +195,12 @@ mod tests {
         assert_eq!(e.total(), e.weights + e.gradients + e.optimizer + e.activations);
         let ck = estimate(&m, &cfg, &Workload { gradient_checkpointing: true, ..w });
         assert!(ck.activations < e.activations && ck.weights == e.weights);
+        // bf16: f32 masters plus bf16 casts, f32 gradients and moments, bf16 graph, f32 head.
+        let bf = estimate(&m, &cfg, &Workload { dtype: Dtype::Bf16, ..w });
+        assert_eq!(bf.weights, 1800 * (4 + 2));
+        assert_eq!((bf.gradients, bf.optimizer), (e.gradients, e.optimizer));
+        assert_eq!(bf.activations, graph * 2 + 2 * 3 * HEAD_CHUNK as u64 * 100 * 4);
+        // bf16 LoRA: the frozen base in bf16, the adapters in f32.
+        assert_eq!(estimate(&m, &lora, &Workload { dtype: Dtype::Bf16, ..w }).weights, 1800 * 2 + 144 * 4);
     }
 }

@@ -11,7 +11,7 @@ use burn::module::{Module, ModuleMapper, Param};
 use burn::optim::{GradientsAccumulator, GradientsParams, ModuleOptimizer};
 use burn::tensor::{Device, GradientCheckpointingStrategy, Tensor, TensorData};
 use dno_math::loss::{LossConfig, LossKind};
-use dno_model::{LoadedModel, Llama};
+use dno_model::{Dtype, LoadedModel, Llama};
 
 use crate::batch::{share_limit, to_host, value_and_grad, PackedBatch};
 use crate::checkpoint::{self, TrainState};
@@ -43,11 +43,31 @@ pub fn train(
     validate_examples(&examples, cfg.loss, model.config.vocab_size)?;
     fs::create_dir_all(out_dir).with_context(|| format!("creating output directory {}", out_dir.display()))?;
     let LoadedModel { model: base, config, tokenizer, chat } = model;
+    // Continuing a LoRA run: π_t (the policy's start and the reference) is the base with the
+    // adapter; the base stays frozen.
+    let (base, adapter_fp) = match (&cfg.init_adapter, &cfg.lora) {
+        (Some(dir), Some(l)) => {
+            let targets: Vec<&str> = l.targets.iter().map(String::as_str).collect();
+            let with = base.attach_lora(l.rank, l.alpha, &targets, device).context("attaching LoRA adapters")?;
+            let with = dno_model::lora::peft::load_into(with, dir).with_context(|| format!("loading the adapter {}", dir.display()))?;
+            (with, Some(reference::model_files_fingerprint(&dir.join(dno_model::lora::peft::WEIGHTS))?))
+        }
+        (Some(dir), None) => bail!("--init-adapter {}: needs a LoRA configuration (its rank, alpha and targets)", dir.display()),
+        (None, _) => (base, None),
+    };
     let n = examples.len();
     let total = cfg.total_steps(n);
+    // The model's compute dtype (`--dtype`); below f32 the run is mixed-precision.
+    let dtype = Dtype::of(base.compute_dtype).unwrap_or(Dtype::F32);
     let model_fp = match &opts.model_fingerprint {
         Some(f) => f.clone(),
         None => reference::weights_fingerprint(&base),
+    };
+    // Reference log-probs and checkpoints of a bf16 run are not those of an f32 run.
+    let model_fp = if dtype == Dtype::F32 { model_fp } else { format!("{model_fp}|{dtype}") };
+    let model_fp = match adapter_fp {
+        Some(a) => format!("{model_fp}|adapter {a}"),
+        None => model_fp,
     };
     let examples_fp = reference::examples_fingerprint(&examples, cfg.max_len);
     let fingerprint = reference::fingerprint(&model_fp, &examples_fp);
@@ -112,8 +132,12 @@ pub fn train(
     // `train()` moves the parameters onto autodiff with their configured require-grad state
     // (all trainable: full fine-tuning; LoRA below freezes the base again). `fork` alone would
     // keep them plain, i.e. constants.
+    // Mixed precision: the policy's parameters are f32 master weights (so gradients, the AdamW
+    // moments and the update are f32), cast to `dtype` where the forward uses them. LoRA freezes
+    // the base, which then stays in `dtype`; its adapters are created in f32.
+    let base = if dtype == Dtype::F32 || cfg.lora.is_some() { base } else { base.with_master_weights(dtype) };
     let mut policy = base.fork(&ad).train();
-    if let Some(l) = &cfg.lora {
+    if let (Some(l), None) = (&cfg.lora, &cfg.init_adapter) {
         let targets: Vec<&str> = l.targets.iter().map(String::as_str).collect();
         policy = policy.attach_lora(l.rank, l.alpha, &targets, &ad).context("attaching LoRA adapters")?;
     }
@@ -183,6 +207,16 @@ pub fn train(
         let dir = out_dir.join("model");
         let mut trained = policy.valid();
         if cfg.lora.is_some() {
+            // The adapter alone, in PEFT's format (`out_dir/adapter`), then merged into `model/`.
+            let adapter = out_dir.join("adapter");
+            let tmp = out_dir.join("adapter.tmp");
+            for d in [&tmp, &adapter] {
+                if d.exists() {
+                    fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
+                }
+            }
+            dno_model::lora::peft::save(&trained, &tmp, None).with_context(|| format!("writing the PEFT adapter to {}", tmp.display()))?;
+            fs::rename(&tmp, &adapter).with_context(|| format!("renaming {} to {}", tmp.display(), adapter.display()))?;
             trained = trained.merge_lora();
         }
         let loaded = LoadedModel { model: trained, config, tokenizer, chat };
@@ -194,7 +228,8 @@ pub fn train(
                 fs::remove_dir_all(d).with_context(|| format!("removing {}", d.display()))?;
             }
         }
-        dno_model::save_hf(&loaded, &tmp).with_context(|| format!("exporting the trained model to {}", tmp.display()))?;
+        let export = dno_model::ExportOptions { dtype, ..Default::default() };
+        dno_model::save_hf_with(&loaded, &tmp, export).with_context(|| format!("exporting the trained model to {}", tmp.display()))?;
         fs::rename(&tmp, &dir).with_context(|| format!("renaming {} to {}", tmp.display(), dir.display()))?;
         Some(dir)
     };

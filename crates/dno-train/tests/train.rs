@@ -28,6 +28,7 @@ fn base_cfg(loss: LossKind) -> TrainConfig {
         lora: None,
         checkpoint_every: 0,
         max_len: 32,
+        init_adapter: None,
     }
 }
 

@@ -59,6 +59,9 @@ pub struct Args {
     /// cpu, cuda, cuda:N (`--features cuda`), wgpu or wgpu:N (`--features wgpu`) (engine burn).
     #[arg(long, default_value_t = SampleOptions::default().device)]
     pub device: String,
+    /// Weight and compute precision: f32, bf16 or f16 [default: bf16 on CUDA, f32 elsewhere].
+    #[arg(long)]
+    pub dtype: Option<String>,
     /// Server base URL (engine openai), e.g. http://localhost:8000/v1; several servers of the
     /// same model comma-separated (A,B,C): requests go round-robin, failed ones are retried on
     /// another server.
@@ -113,6 +116,7 @@ pub fn run(a: Args) -> Result<()> {
         system: a.system.clone(),
         raw: a.raw,
         chat_template: a.chat_template.clone(),
+        dtype: a.dtype.clone(),
         include_reference: a.include_reference,
         policy: a.policy.clone(),
         engine: a.engine.parse()?,

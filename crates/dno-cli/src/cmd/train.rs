@@ -63,6 +63,11 @@ pub struct Args {
     pub lora_rank: usize,
     #[arg(long, default_value_t = 16.0)]
     pub lora_alpha: f64,
+    /// Continue LoRA training from a PEFT adapter directory (adapter_config.json +
+    /// adapter_model.safetensors, e.g. OUT/adapter of an earlier run): the model is --model with
+    /// this adapter; rank, alpha and targets come from its config.
+    #[arg(long)]
+    pub init_adapter: Option<PathBuf>,
     /// Comma-separated projections to adapt.
     #[arg(long, default_value_t = dno_model::lora::LORA_TARGETS.join(","))]
     pub lora_targets: String,
@@ -87,6 +92,11 @@ pub struct Args {
     /// across them and the gradients are summed on the first (instead of --device).
     #[arg(long, value_delimiter = ',', conflicts_with = "device")]
     pub devices: Vec<String>,
+    /// Weight and compute precision: f32, bf16 or f16 [default: bf16 on CUDA, f32 elsewhere].
+    /// Below f32, training is mixed-precision: f32 master weights and AdamW moments, f32
+    /// log-probs and loss.
+    #[arg(long)]
+    pub dtype: Option<String>,
     /// Data-parallel shards per micro-batch on the device [default: one per core, at most 4, on
     /// the CPU; 1 on a GPU]. Each shard holds a full set of gradients until they are summed.
     #[arg(long, conflicts_with = "devices")]
@@ -176,13 +186,23 @@ pub fn run(a: Args) -> Result<()> {
         schedule: a.schedule.parse()?,
         max_grad_norm: a.max_grad_norm,
         seed: a.seed,
-        lora: (a.lora_rank > 0).then(|| LoraConfig {
-            rank: a.lora_rank,
-            alpha: a.lora_alpha,
-            targets: a.lora_targets.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
-        }),
+        lora: match &a.init_adapter {
+            Some(dir) => {
+                let (rank, alpha, targets) = dno_model::lora::peft::read_config(dir).context("--init-adapter")?;
+                if a.lora_rank > 0 && a.lora_rank != rank {
+                    bail!("--lora-rank {} differs from the rank {rank} of --init-adapter {}", a.lora_rank, dir.display());
+                }
+                Some(LoraConfig { rank, alpha, targets })
+            }
+            None => (a.lora_rank > 0).then(|| LoraConfig {
+                rank: a.lora_rank,
+                alpha: a.lora_alpha,
+                targets: a.lora_targets.split(',').map(|s| s.trim().to_string()).filter(|s| !s.is_empty()).collect(),
+            }),
+        },
         checkpoint_every: a.checkpoint_every,
         max_len: a.max_len,
+        init_adapter: a.init_adapter.clone(),
     };
     cfg.validate()?;
 
@@ -213,7 +233,8 @@ pub fn run(a: Args) -> Result<()> {
     let devices = specs.iter().map(|s| s.device()).collect::<Result<Vec<_>>>()?;
     let device = devices[0].clone();
     let model_fp = dno_train::reference::model_files_fingerprint(&a.model)?;
-    let mut lm = dno_model::load_model(&a.model, &device).with_context(|| format!("loading {}", a.model.display()))?;
+    let dtype = dno_model::Dtype::resolve(a.dtype.as_deref(), &specs[0]).context("--dtype")?;
+    let mut lm = dno_model::load_model_as(&a.model, &device, dtype).with_context(|| format!("loading {}", a.model.display()))?;
     lm.use_chat_template_file(a.chat_template.as_deref())?;
     let mut examples = Vec::new();
     for (i, p) in pairs.iter().enumerate() {
@@ -259,10 +280,10 @@ pub fn run(a: Args) -> Result<()> {
 
     if a.dry_run {
         let shards = a.shards.unwrap_or_else(|| if devices.len() > 1 { devices.len() } else { dno_model::device::data_parallel_shards(&device) });
-        let w = dno_train::memory::workload(&examples, &cfg, shards, a.gradient_checkpointing)?;
+        let w = dno_train::memory::Workload { dtype, ..dno_train::memory::workload(&examples, &cfg, shards, a.gradient_checkpointing)? };
         let e = dno_train::memory::estimate(&lm.config, &cfg, &w);
         println!(
-            "estimated peak memory, f32, {} rows x {} tokens per micro-batch, {} shard(s), gradient checkpointing {}:",
+            "estimated peak memory, {dtype}, {} rows x {} tokens per micro-batch, {} shard(s), gradient checkpointing {}:",
             w.rows,
             w.width,
             w.shards,
