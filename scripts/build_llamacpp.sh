@@ -2,8 +2,10 @@
 # Build the llama.cpp peer from PyPI only (no other network):
 #   1. `pip download --no-binary llama-cpp-python` gets the llama-cpp-python sdist, which vendors
 #      llama.cpp (PyPI is the only reachable registry).
-#   2. cmake builds llama.cpp's shared libraries plus llama-batched-bench and llama-tokenize into
-#      $LLAMA_BUILD (nice, -j$JOBS).
+#   2. cmake builds llama.cpp's shared libraries plus llama-server, llama-batched-bench and
+#      llama-tokenize into $LLAMA_BUILD (nice, -j$JOBS). GGML_NATIVE is OFF and the SIMD flags are
+#      chosen from /proc/cpuinfo: on CPUs that list AMX but cannot run it, a native build dies with
+#      "Illegal instruction", so AVX-512 is enabled explicitly where listed and AMX never is.
 #   3. llama-cpp-python[server] is installed into $VENV from the same sdist with LLAMA_BUILD=OFF
 #      (no second C++ compile) and the libraries from step 2 are copied into its llama_cpp/lib.
 # Idempotent: finished steps are skipped.
@@ -31,13 +33,24 @@ if [[ ! -f "$SDIST" ]]; then
 fi
 [[ -d "$SRC" ]] || tar -xzf "$SDIST" -C "$LLAMA_SRC"
 
+# SIMD flags from the CPU's own list (x86 only; elsewhere ggml's defaults apply).
+SIMD=()
+if grep -q '^flags' /proc/cpuinfo 2>/dev/null; then
+    FLAGS=" $(grep -m1 '^flags' /proc/cpuinfo | cut -d: -f2) "
+    has() { [[ "$FLAGS" == *" $1 "* ]]; }
+    onoff() { if has "$1"; then echo ON; else echo OFF; fi; }
+    SIMD=(-DGGML_AVX=$(onoff avx) -DGGML_AVX2=$(onoff avx2) -DGGML_FMA=$(onoff fma) -DGGML_F16C=$(onoff f16c)
+          -DGGML_BMI2=$(onoff bmi2) -DGGML_AVX512=$(onoff avx512f) -DGGML_AVX512_VBMI=$(onoff avx512vbmi)
+          -DGGML_AVX512_VNNI=$(onoff avx512_vnni) -DGGML_AVX512_BF16=$(onoff avx512_bf16)
+          -DGGML_AVX_VNNI=$(onoff avx_vnni) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
+fi
 mkdir -p "$LLAMA_BUILD"
 if [[ ! -f "$LLAMA_BUILD/build.ninja" ]]; then
     cmake -S "$SRC/vendor/llama.cpp" -B "$LLAMA_BUILD" -G Ninja -DCMAKE_BUILD_TYPE=Release \
         -DBUILD_SHARED_LIBS=ON -DLLAMA_BUILD_TESTS=OFF -DLLAMA_BUILD_EXAMPLES=OFF \
-        -DLLAMA_BUILD_SERVER=OFF -DLLAMA_OPENSSL=OFF -DGGML_NATIVE=ON >&2
+        -DLLAMA_BUILD_SERVER=ON -DLLAMA_OPENSSL=OFF -DLLAMA_CURL=OFF -DGGML_NATIVE=OFF "${SIMD[@]}" >&2
 fi
-nice -n 10 ninja -C "$LLAMA_BUILD" -j "$JOBS" llama-batched-bench llama-tokenize >&2
+nice -n 10 ninja -C "$LLAMA_BUILD" -j "$JOBS" llama-server llama-batched-bench llama-tokenize >&2
 
 if ! "$PY" -c "import importlib.metadata as m; assert m.version('llama_cpp_python') == '$VER'" 2>/dev/null; then
     CMAKE_ARGS="-DLLAMA_BUILD=OFF -DLLAVA_BUILD=OFF" "$PY" -m pip install --quiet "$SDIST[server]"

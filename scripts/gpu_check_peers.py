@@ -33,7 +33,13 @@ def load(gguf, device):
     p = Path(gguf)
     tok = AutoTokenizer.from_pretrained(p.parent, gguf_file=p.name)
     dtype = torch.float32
-    model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, torch_dtype=dtype)
+    model = AutoModelForCausalLM.from_pretrained(p.parent, gguf_file=p.name, dtype=dtype)
+    # transformers keeps its GGUF quantizer attached although every weight is now a plain tensor, and
+    # Trainer then refuses to fine-tune a "quantized" model: detach the stale marker.
+    q = getattr(model, "hf_quantizer", None)
+    if q is not None:
+        assert all(t.dtype == dtype for t in model.parameters())
+        q.remove_quantization_config(model)
     return tok, model.to(torch_device(device)).eval()
 
 
@@ -99,9 +105,11 @@ def cmd_make_pairs(a):
             rs = sorted(by_prompt[pid], key=lambda r: (len(r["response"]), r["sample_id"]))
             if depth < len(rs) // 2 and len(pairs) < a.pairs:
                 long, short = rs[-1 - depth], rs[depth]
+                added = True
+                if long["response"] == short["response"]:
+                    continue  # not a preference pair
                 pairs.append({"prompt_id": f"{pid}-{depth}", "prompt": long["prompt"], "chosen": long["response"],
                               "rejected": short["response"]})
-                added = True
         if not added:
             break
         depth += 1
@@ -115,9 +123,14 @@ def cmd_metrics_tokens(a):
 
 
 def cmd_dpo(a):
+    import time
+
+    import torch
     from datasets import Dataset
     from trl import DPOConfig, DPOTrainer
 
+    if a.threads:
+        torch.set_num_threads(a.threads)
     tok, model = load(a.gguf, a.device)
     rows = [json.loads(l) for l in open(a.pairs)]
     data = Dataset.from_list([{"prompt": [{"role": "user", "content": r["prompt"]}],
@@ -127,7 +140,10 @@ def cmd_dpo(a):
                     per_device_train_batch_size=8, lr_scheduler_type="constant", report_to=[], save_strategy="no",
                     logging_steps=1, use_cpu=a.device == "cpu", gradient_checkpointing=False,
                     precompute_ref_log_probs=True)
-    DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok).train()
+    trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok)
+    t0 = time.perf_counter()
+    trainer.train()
+    print(f"trl: train() {time.perf_counter() - t0:.1f} s (reference pass included)", file=sys.stderr)
     tokens = 0
     for r in rows:
         p = len(tok(chat(tok, r["prompt"]), add_special_tokens=False).input_ids)
@@ -146,6 +162,7 @@ s.add_argument("--k", type=int); s.add_argument("--max-new-tokens", type=int)
 s = sub.add_parser("make-pairs"); s.add_argument("--samples"); s.add_argument("--pairs", type=int); s.add_argument("--out")
 s = sub.add_parser("metrics-tokens"); s.add_argument("--metrics")
 s = sub.add_parser("dpo"); s.add_argument("--gguf"); s.add_argument("--device"); s.add_argument("--pairs")
+s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 a = ap.parse_args()
 {"parity": cmd_parity, "generate": cmd_generate, "make-pairs": cmd_make_pairs, "metrics-tokens": cmd_metrics_tokens,
  "dpo": cmd_dpo}[a.cmd](a)
