@@ -210,8 +210,8 @@ fn mib(table: &str, name: &str) -> f64 {
     line.split_whitespace().nth(1).unwrap().parse().unwrap()
 }
 
-/// `--dry-run --dtype bf16` counts f32 master weights plus their bf16 casts, f32 gradients and
-/// moments, and bf16 activations.
+/// `--dry-run --dtype bf16` counts bf16 weights and gradients, the optimiser's f32 master copies
+/// beside its f32 moments, and bf16 activations.
 #[test]
 fn dry_run_knows_the_dtype() {
     let d = tempfile::tempdir().unwrap();
@@ -220,8 +220,9 @@ fn dry_run_knows_the_dtype() {
     let dry = |dtype: &str| ok(&["train", "--loss", "sft", "--model", "run/model", "--prompts", "run/sft_prompts.parquet", "--out", "dry", "--batch-size", "4", "--dry-run", "--dtype", dtype], p);
     let (f, b) = (dry("f32"), dry("bf16"));
     assert!(f.contains("estimated peak memory, f32,") && b.contains("estimated peak memory, bf16,"), "{f}\n{b}");
-    assert!((mib(&b, "weights") - 1.5 * mib(&f, "weights")).abs() < 0.2, "{f}\n{b}");
-    assert_eq!(mib(&b, "gradients"), mib(&f, "gradients"));
-    assert_eq!(mib(&b, "optimizer"), mib(&f, "optimizer"));
+    let near = |x: f64, y: f64| (x - y).abs() < 0.2;
+    assert!(near(mib(&b, "weights"), 0.5 * mib(&f, "weights")), "{f}\n{b}");
+    assert!(near(mib(&b, "gradients"), 0.5 * mib(&f, "gradients")), "{f}\n{b}");
+    assert!(near(mib(&b, "optimizer"), 1.5 * mib(&f, "optimizer")), "{f}\n{b}");
     assert!(mib(&b, "activations") < mib(&f, "activations"), "{f}\n{b}");
 }

@@ -18,6 +18,7 @@ pub mod gguf;
 pub mod hf;
 pub mod lora;
 pub mod model;
+pub mod recompute;
 pub mod score;
 pub mod spm;
 pub mod tokenizer;

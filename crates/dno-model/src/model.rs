@@ -65,9 +65,10 @@ impl Linear {
     }
 }
 
-/// `t` in `dtype` (a no-op when it already is). Parameters follow their input's dtype, so a model
-/// whose weights are f32 master copies computes in its [`Llama::compute_dtype`]: the cast is an
-/// autodiff op, and its backward hands the parameter an f32 gradient (PyTorch's autocast scheme).
+/// `t` in `dtype` (a no-op when it already is). Parameters follow their input's dtype, so weights
+/// kept wider than the compute dtype (LoRA's f32 adapters on a bf16 base) compute in
+/// [`Llama::compute_dtype`]: the cast is an autodiff op, and its backward hands the parameter a
+/// gradient in its own dtype.
 pub fn like<const D: usize>(t: Tensor<D>, dtype: DType) -> Tensor<D> {
     if t.dtype() == dtype {
         t
@@ -262,6 +263,12 @@ impl Rope {
         Rope { global: RopeTable::new(inv_freq, positions, device), local: None, positions: positions.to_vec() }
     }
 
+    /// The same tables off the autodiff graph (on the inner device).
+    pub fn inner(&self) -> Rope {
+        let inner = |t: &RopeTable| RopeTable { cos: t.cos.clone().inner(), sin: t.sin.clone().inner() };
+        Rope { global: inner(&self.global), local: self.local.as_ref().map(inner), positions: self.positions.clone() }
+    }
+
     /// The table for a layer.
     pub fn table(&self, sliding: bool) -> &RopeTable {
         match (&self.local, sliding) {
@@ -397,7 +404,7 @@ pub struct Llama {
     /// Embeddings are multiplied by this (Gemma: √hidden; else 1).
     pub embed_scale: f32,
     /// The dtype activations are computed in. The weights are cast to it where they are used, so
-    /// they may be kept wider (f32 master weights for bf16 training, [`Llama::with_master_weights`]).
+    /// they may be kept wider (LoRA's f32 adapters on a bf16 base).
     #[module(skip)]
     pub compute_dtype: DType,
 }
@@ -588,21 +595,6 @@ impl Llama {
         rope
     }
 
-    /// The model computing in `dtype` with its weights in f32 (mixed-precision training: the
-    /// optimiser updates the f32 master weights, the forward and backward passes run in `dtype`).
-    /// Call it on a plain-device model, before moving it to the autodiff device.
-    pub fn with_master_weights(self, dtype: Dtype) -> Llama {
-        struct Widen;
-        impl burn::module::ModuleMapper for Widen {
-            fn map_float<const D: usize>(&mut self, param: Param<Tensor<D>>) -> Param<Tensor<D>> {
-                param.map(|t| like(t, DType::F32))
-            }
-        }
-        let mut m = self.map(&mut Widen);
-        m.compute_dtype = dtype.burn();
-        m
-    }
-
     /// The dtype the weights are stored in (that of the embeddings).
     pub fn weight_dtype(&self) -> DType {
         self.embed_tokens.val().dtype()
@@ -616,7 +608,7 @@ impl Llama {
         self.embed_tokens.dims()[0]
     }
 
-    fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
+    pub(crate) fn embed(&self, tokens: Tensor<2, Int>) -> Tensor<3> {
         let [b, t] = tokens.dims();
         let d = self.embed_tokens.dims()[1];
         let x = self.embed_tokens.val().select(0, tokens.reshape([b * t])).reshape([b, t, d]);
@@ -656,10 +648,17 @@ impl Llama {
     /// e.g. a prompt followed by two responses that each see the prompt but not each other.
     /// Sliding-window layers also hide keys `sliding_window` or more positions back (by `rope.positions`).
     pub fn forward_hidden_with(&self, tokens: Tensor<2, Int>, rope: &Rope, mask: &Tensor<4>) -> Tensor<3> {
-        let mask = &like(mask.clone(), self.compute_dtype);
-        let window_mask = self.sliding_window.map(|w| rope.window_mask(mask, w));
-        let x = self.blocks(self.embed(tokens), rope, mask, window_mask.as_ref(), None);
+        let (mask, window_mask) = self.layer_masks(mask, rope);
+        let x = self.blocks(self.embed(tokens), rope, &mask, window_mask.as_ref(), None);
         self.norm.forward(x)
+    }
+
+    /// The additive masks the layers of [`Llama::forward_hidden_with`] use: `mask` in the compute
+    /// dtype, and for sliding-window layers (when the model has them) `mask` with the window.
+    pub(crate) fn layer_masks(&self, mask: &Tensor<4>, rope: &Rope) -> (Tensor<4>, Option<Tensor<4>>) {
+        let mask = like(mask.clone(), self.compute_dtype);
+        let window_mask = self.sliding_window.map(|w| rope.window_mask(&mask, w));
+        (mask, window_mask)
     }
 
     /// Output projection (tied or not): hidden `[..., D]` -> logits `[..., V]`.

@@ -144,7 +144,7 @@ pub fn sequence_logps_backward(
     let device = h.device();
     let hdt = h.dtype();
     let (w, bias) = head_matrix(model, hdt);
-    let [d, v] = w.dims();
+    let v = w.dims()[1];
     let owner = ints(s.seq_of.iter().map(|&q| q as i64).collect(), &device);
     let g_tok = grad_seqs.inner().select(0, owner); // [N]
     let head_param = match &model.lm_head {
@@ -152,7 +152,8 @@ pub fn sequence_logps_backward(
         None => model.embed_tokens.val(),
     };
     let head_trained = head_param.is_require_grad();
-    let mut grad_w = head_trained.then(|| Tensor::<2>::zeros([d, v], &device));
+    // dL/dW `[D, V]`, accumulated in f32 from the first chunk on (`None` until then).
+    let mut grad_w: Option<Tensor<2>> = None;
     let mut grad_b = (head_trained && bias.is_some()).then(|| Tensor::<1>::zeros([v], &device));
     let n = s.len();
     let mut grad_h = Vec::with_capacity(n.div_ceil(chunk.max(1)));
@@ -166,11 +167,16 @@ pub fn sequence_logps_backward(
         // dL/dlogits = g·(onehot(target) − softmax(logits)).
         let probs = (shifted - logsum).exp();
         let grad_logits = (probs * g.clone()).neg().scatter(1, tgt, g, IndexingUpdateOp::Add);
-        // In the hidden states' dtype for the matmuls; dL/dW accumulates in f32.
+        // dL/dh in the hidden states' dtype; dL/dW in f32, from the f32 dL/dlogits (an f32 matmul
+        // writes its `[D, V]` product once, where a bf16 one would also round it and widen it back).
         let grad_logits_h = like(grad_logits.clone(), hdt);
-        grad_h.push(grad_logits_h.clone().matmul(w.clone().transpose()));
-        if let Some(gw) = grad_w.take() {
-            grad_w = Some(gw + like(h_c.transpose().matmul(grad_logits_h), DType::F32));
+        grad_h.push(grad_logits_h.matmul(w.clone().transpose()));
+        if head_trained {
+            let part = like(h_c, DType::F32).transpose().matmul(grad_logits.clone());
+            grad_w = Some(match grad_w.take() {
+                Some(gw) => gw + part,
+                None => part,
+            });
         }
         if let Some(gb) = grad_b.take() {
             grad_b = Some(gb + grad_logits.sum_dim(0).reshape([v]));

@@ -17,7 +17,9 @@
 //!   would cost more than the prompt saves.
 
 use anyhow::{bail, Result};
-use burn::tensor::{Device, Gradients, Int, Tensor, TensorData};
+use burn::optim::GradientsParams;
+use burn::tensor::{Device, Int, Tensor, TensorData};
+use dno_model::model::{causal_mask, Rope};
 use dno_model::score::{self, Scored, HEAD_CHUNK};
 use dno_model::Llama;
 
@@ -234,18 +236,22 @@ pub fn share_limit(model: &Llama) -> usize {
 /// The final-normed hidden states of `batch`, flattened to `[rows * width, D]` (tracked when the
 /// model is on an autodiff device).
 pub fn forward_hidden(model: &Llama, batch: &PackedBatch, device: &Device) -> Tensor<2> {
-    let tokens = Tensor::<2, Int>::from_data(
-        TensorData::new(batch.tokens.clone(), [batch.rows, batch.width]),
-        device,
-    );
-    let hidden = if batch.has_shared_prompts() {
-        let rope = model.rope(&batch.rope_positions(), device);
-        model.forward_hidden_with(tokens, &rope, &batch.attention_mask(device))
-    } else {
-        model.forward_hidden(tokens)
-    };
+    let (tokens, rope, mask) = model_inputs(model, batch, device);
+    let hidden = model.forward_hidden_with(tokens, &rope, &mask);
     let d = hidden.dims()[2];
     hidden.reshape([batch.rows * batch.width, d])
+}
+
+/// The token matrix, RoPE tables and additive attention mask of `batch` on `device`: per-row
+/// positions and the pair-row mask when prompts are shared, else positions 0.. and a causal mask.
+fn model_inputs(model: &Llama, batch: &PackedBatch, device: &Device) -> (Tensor<2, Int>, Rope, Tensor<4>) {
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(batch.tokens.clone(), [batch.rows, batch.width]), device);
+    if batch.has_shared_prompts() {
+        (tokens, model.rope(&batch.rope_positions(), device), batch.attention_mask(device))
+    } else {
+        let t = batch.width;
+        (tokens, model.rope(&[(0..t).collect()], device), causal_mask(t, device))
+    }
 }
 
 /// Σ_t log π(y_t | x, y_<t) over each sequence's response tokens, `[seqs]`, with the output head
@@ -257,14 +263,21 @@ pub fn sequence_logps(model: &Llama, batch: &PackedBatch, device: &Device) -> Te
 /// `loss` of the sequence log-probs (a leaf `[seqs]` on the autodiff `device`), its value, the
 /// sequence log-probs (both plain tensors) and the gradients of the model's parameters, with the
 /// output head chunked in the backward pass too ([`score::value_and_grad`]): the full
-/// `[positions, vocab]` logits never exist.
+/// `[positions, vocab]` logits never exist. With `recompute`, each decoder layer is recomputed in
+/// the backward pass instead of keeping its activations ([`dno_model::recompute`]).
 pub fn value_and_grad(
     model: &Llama,
     batch: &PackedBatch,
     device: &Device,
+    recompute: bool,
     loss: impl FnOnce(Tensor<1>) -> Result<Tensor<1>>,
-) -> Result<(Tensor<1>, Tensor<1>, Gradients)> {
-    score::value_and_grad(model, forward_hidden(model, batch, device), batch.scored(), HEAD_CHUNK, loss)
+) -> Result<(Tensor<1>, Tensor<1>, GradientsParams)> {
+    if recompute {
+        let (tokens, rope, mask) = model_inputs(model, batch, device);
+        return dno_model::recompute::value_and_grad(model, tokens, &rope, &mask, batch.scored(), HEAD_CHUNK, loss);
+    }
+    let (l, seq, grads) = score::value_and_grad(model, forward_hidden(model, batch, device), batch.scored(), HEAD_CHUNK, loss)?;
+    Ok((l, seq, GradientsParams::from_grads(grads, model)))
 }
 
 /// Reads a float tensor back to the host as f64 values.

@@ -112,23 +112,11 @@ pub struct RunOptions {
     /// `devices[k]` (plain devices; the first should be the training device, which holds the
     /// optimiser and receives the summed gradients). Empty: the training device alone.
     pub devices: Vec<burn::tensor::Device>,
-    /// Gradient checkpointing (burn's balanced strategy): element-wise activations are recomputed
-    /// in the backward pass instead of being kept, matmul outputs are kept. Same losses and
-    /// gradients, less memory, some extra compute; so it is a run option, not part of the
-    /// [`TrainConfig`] a resume must match.
+    /// Layer-wise gradient checkpointing ([`dno_model::recompute`], HF's scheme): only each
+    /// decoder layer's input is kept, and every layer is recomputed in the backward pass. Same
+    /// losses and gradients, far less memory, one extra forward pass; so it is a run option, not
+    /// part of the [`TrainConfig`] a resume must match.
     pub gradient_checkpointing: bool,
-}
-
-impl RunOptions {
-    /// The autodiff twin of the plain `device` that training runs on.
-    pub fn autodiff(&self, device: &burn::tensor::Device) -> burn::tensor::Device {
-        let ad = device.clone().autodiff();
-        if self.gradient_checkpointing {
-            ad.gradient_checkpointing()
-        } else {
-            ad
-        }
-    }
 }
 
 /// What [`train`] returns.

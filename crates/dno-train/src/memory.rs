@@ -1,11 +1,11 @@
 //! An estimate of training's peak memory (`dno train --dry-run`): weights, gradients, optimiser
 //! state and activations for a model, batch shape, shard count, checkpointing flag and dtype.
 //!
-//! Under mixed precision (`--dtype bf16`/`f16`, full fine-tuning) the parameters are f32 master
-//! weights and the autodiff graph also keeps each weight's cast to the compute dtype (the matmul's
-//! saved operand) until the backward pass; gradients and AdamW moments stay f32; activations are
-//! in the compute dtype; the head's log-softmax works on f32 chunks. With LoRA the frozen base is
-//! stored in the compute dtype and only the adapters are f32.
+//! Under mixed precision (`--dtype bf16`/`f16`, full fine-tuning) the parameters and their
+//! gradients are in the compute dtype, and the optimiser state holds an f32 master copy of every
+//! parameter beside the two f32 AdamW moments ([`crate::optim`]); activations are in the compute
+//! dtype; the head's log-softmax works on f32 chunks. With LoRA the frozen base is stored in the
+//! compute dtype and only the adapters (and their gradients) are f32.
 //!
 //! Activations are counted from what burn's autodiff keeps for the backward pass of one
 //! decoder layer ([`crate::memory::activation_floats_per_token`]), times layers and tokens of the
@@ -40,9 +40,10 @@ pub struct Workload {
 pub struct MemoryEstimate {
     /// The policy's parameters.
     pub weights: u64,
-    /// Gradients of the trainable parameters: one set per shard plus the step's accumulator.
+    /// Gradients of the trainable parameters: one set per shard, plus the step's f32 running sum
+    /// when a step has several micro-batches.
     pub gradients: u64,
-    /// AdamW's two moments per trainable parameter.
+    /// AdamW's two moments per trainable parameter, and under mixed precision its f32 master copy.
     pub optimizer: u64,
     /// What the autodiff graph keeps for the backward pass, over all shards, plus the output
     /// head's chunk working set.
@@ -87,17 +88,17 @@ pub fn parameter_counts(model: &LlamaConfig, cfg: &TrainConfig) -> (u64, u64) {
 /// Floats burn's autodiff keeps per token and decoder layer for the backward pass, for a row
 /// `width` tokens wide.
 ///
-/// Without checkpointing every op keeps its inputs: the two RMSNorms ~2·D each (input and
-/// normalised input), q/k after RoPE and their rotated halves 2·(H + KV)·hd, v KV·hd, the
-/// attention output H·hd, the softmax's exponentials and probabilities 2·H·width, the MLP's gate,
-/// its sigmoid, SiLU output, up and their product 5·F. With burn's balanced checkpointing only
-/// the matmul outputs stay (q, k, v, scores H·width, attention output, o, gate, up, down).
+/// Every op keeps its inputs: the two RMSNorms ~2·D each (input and normalised input), q/k after
+/// RoPE and their rotated halves 2·(H + KV)·hd, v KV·hd, the attention output H·hd, the softmax's
+/// exponentials and probabilities 2·H·width, the MLP's gate, its sigmoid, SiLU output, up and their
+/// product 5·F. With layer-wise checkpointing ([`dno_model::recompute`]) a layer keeps only its
+/// input (D) until the backward pass, which rebuilds one layer's full set at a time.
 pub fn activation_floats_per_token(model: &LlamaConfig, width: usize, gradient_checkpointing: bool) -> u64 {
     let (d, f) = (model.hidden_size as u64, model.intermediate_size as u64);
     let (h, kv, hd) = (model.num_attention_heads as u64, model.n_kv_heads() as u64, model.head_dim() as u64);
     let w = width as u64;
     if gradient_checkpointing {
-        (h + 2 * kv) * hd + h * w + h * hd + 2 * d + 2 * f
+        d
     } else {
         4 * d + 2 * (h + kv) * hd + kv * hd + h * hd + 2 * h * w + 5 * f
     }
@@ -113,20 +114,25 @@ pub fn estimate(model: &LlamaConfig, cfg: &TrainConfig, w: &Workload) -> MemoryE
     // Embedding output and final norm per token, the attention mask per row, and per shard the
     // head's chunk working set (logits, probabilities, their gradient: 3 x HEAD_CHUNK x V).
     let d = model.hidden_size as u64;
-    let graph = tokens * (layers * per_token + 3 * d) + (w.rows * w.width * w.width) as u64;
+    // Checkpointing adds the one layer being recomputed.
+    let recomputed = if w.gradient_checkpointing { activation_floats_per_token(model, w.width, false) } else { 0 };
+    let graph = tokens * (layers * per_token + recomputed + 3 * d) + (w.rows * w.width * w.width) as u64;
     let head = shards * 3 * (HEAD_CHUNK as u64) * model.vocab_size as u64;
     let s = w.dtype.size() as u64;
-    let weights = match (&cfg.lora, w.dtype) {
-        (_, Dtype::F32) => all * F32,
-        // Frozen base in the compute dtype, f32 adapters.
-        (Some(_), _) => all * s + trainable * F32,
-        // f32 master weights plus the casts the graph keeps.
-        (None, _) => all * (F32 + s),
+    // Trainable parameters (and so their gradients) are f32 in an f32 run and LoRA's adapters,
+    // else in the compute dtype.
+    let (weights, grad_bytes, masters) = match (&cfg.lora, w.dtype) {
+        (_, Dtype::F32) => (all * F32, F32, 0),
+        (Some(_), _) => (all * s + trainable * F32, F32, 0),
+        (None, _) => (all * s, s, trainable * F32),
     };
+    // Every shard's gradients are alive together when they are summed; a step of several
+    // micro-batches also keeps the running sum, in f32.
+    let accumulator = if cfg.examples_per_step() > cfg.batch_size { trainable * F32 } else { 0 };
     MemoryEstimate {
         weights,
-        gradients: (shards + 1) * trainable * F32,
-        optimizer: 2 * trainable * F32,
+        gradients: shards * trainable * grad_bytes + accumulator,
+        optimizer: 2 * trainable * F32 + masters,
         activations: graph * s + head * F32,
     }
 }
@@ -182,23 +188,26 @@ mod tests {
         };
         // q: 2·(8 + 8), down: 2·(12 + 8), two layers.
         assert_eq!(parameter_counts(&m, &lora).1, 2 * (32 + 40));
-        // 4·8 + 2·3·4 + 4 + 8 + 2·2·10 + 5·12 = 168; checkpointed: 4·4 + 2·10 + 8 + 16 + 24 = 84.
+        // 4·8 + 2·3·4 + 4 + 8 + 2·2·10 + 5·12 = 168; checkpointed: the layer's input, 8.
         assert_eq!(activation_floats_per_token(&m, 10, false), 168);
-        assert_eq!(activation_floats_per_token(&m, 10, true), 84);
+        assert_eq!(activation_floats_per_token(&m, 10, true), 8);
         let w = Workload { rows: 3, width: 10, shards: 2, gradient_checkpointing: false, dtype: Dtype::F32 };
         let e = estimate(&m, &cfg, &w);
         assert_eq!(e.weights, 1800 * 4);
-        assert_eq!(e.gradients, 3 * 1800 * 4);
+        assert_eq!(e.gradients, 2 * 1800 * 4, "one micro-batch: two shards' gradients, no running sum");
+        let accum = estimate(&m, &TrainConfig { grad_accum: 2, ..cfg.clone() }, &w);
+        assert_eq!(accum.gradients, 3 * 1800 * 4, "two micro-batches add the f32 running sum");
         assert_eq!(e.optimizer, 2 * 1800 * 4);
         let graph = 30 * (2 * 168 + 24) + 300;
         assert_eq!(e.activations, (graph + 2 * 3 * HEAD_CHUNK as u64 * 100) * 4);
         assert_eq!(e.total(), e.weights + e.gradients + e.optimizer + e.activations);
         let ck = estimate(&m, &cfg, &Workload { gradient_checkpointing: true, ..w });
+        assert_eq!(ck.activations, (30 * (2 * 8 + 168 + 24) + 300 + 2 * 3 * HEAD_CHUNK as u64 * 100) * 4);
         assert!(ck.activations < e.activations && ck.weights == e.weights);
-        // bf16: f32 masters plus bf16 casts, f32 gradients and moments, bf16 graph, f32 head.
+        // bf16: bf16 weights and gradients, f32 masters and moments, bf16 graph, f32 head.
         let bf = estimate(&m, &cfg, &Workload { dtype: Dtype::Bf16, ..w });
-        assert_eq!(bf.weights, 1800 * (4 + 2));
-        assert_eq!((bf.gradients, bf.optimizer), (e.gradients, e.optimizer));
+        assert_eq!(bf.weights, 1800 * 2);
+        assert_eq!((bf.gradients, bf.optimizer), (2 * 1800 * 2, 3 * 1800 * 4));
         assert_eq!(bf.activations, graph * 2 + 2 * 3 * HEAD_CHUNK as u64 * 100 * 4);
         // bf16 LoRA: the frozen base in bf16, the adapters in f32.
         assert_eq!(estimate(&m, &lora, &Workload { dtype: Dtype::Bf16, ..w }).weights, 1800 * 2 + 144 * 4);

@@ -8,14 +8,24 @@
 //! CPU, and delegates to burn's `AdamW` elsewhere (a GPU). Its state is burn's `AdamWState`, so checkpoints
 //! keep burn's record format.
 //!
+//! **Mixed precision.** Under `--dtype bf16`/`f16` the policy's parameters are stored and trained in
+//! the compute dtype (forward and backward in bf16, bf16 gradients), and each parameter's AdamW
+//! state also holds its **f32 master copy** ([`State::master`]): the update is applied to the master
+//! in f32, with f32 moments, and the parameter is the master rounded back to the compute dtype.
+//! This is the scheme of Megatron-LM's and DeepSpeed's bf16 optimisers; it keeps no f32 gradients
+//! and no second copy of the weights inside the autodiff graph.
+//!
 //! burn's `GradientClipping::Norm` clips each parameter's gradient by its own norm; PyTorch's
 //! `clip_grad_norm_` (what TRL uses) clips the *global* norm over all parameters, which keeps
 //! the update direction. That is implemented here over burn's `GradientsParams`.
 
 use anyhow::{bail, Result};
 use burn::module::{Module, ModuleVisitor, Param, ParamGroup, ParamId};
-use burn::optim::{AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsParams, LearningRate, ModuleOptimizer, Optimizer};
-use burn::tensor::{DType, Device, Tensor, TensorData};
+use burn::optim::{
+    AdamWConfig, AdamWState, AdaptiveMomentumState, GradientsParams, LearningRate, ModuleOptimizer, Optimizer, RecordState,
+    StateSink, StateSource,
+};
+use burn::tensor::{bf16, f16, DType, Device, Tensor, TensorData};
 use dno_model::Llama;
 use rayon::prelude::*;
 
@@ -31,6 +41,32 @@ pub fn adamw(model: &Llama, weight_decay: f64) -> ModuleOptimizer {
         }
     }
     optim
+}
+
+/// One parameter's optimiser state: burn's AdamW moments, plus the f32 master copy when the
+/// parameter itself is stored narrower (mixed precision).
+#[derive(Clone)]
+pub struct State<const D: usize> {
+    pub adam: AdamWState<D>,
+    /// The f32 master weights of a bf16/f16 parameter; `None` for an f32 parameter.
+    pub master: Option<Tensor<D>>,
+}
+
+/// Written as burn's `AdamWState` leaves (`momentum.*`) plus `master`, so f32 runs keep burn's
+/// record layout.
+impl<const D: usize> RecordState for State<D> {
+    fn state_flatten(&self, prefix: &str, out: &mut StateSink) {
+        self.adam.state_flatten(prefix, out);
+        if let Some(m) = &self.master {
+            out.push_tensor(prefix, "master", m.clone().into_data());
+        }
+    }
+
+    fn state_unflatten(prefix: &str, src: &mut StateSource, device: &Device) -> Option<Self> {
+        let adam = AdamWState::state_unflatten(prefix, src, device)?;
+        let master = src.take_tensor(prefix, "master").map(|d| Tensor::from_data(d, device));
+        Some(State { adam, master })
+    }
 }
 
 /// AdamW (see the module docs), β = (0.9, 0.999), ε = 1e-8.
@@ -56,61 +92,109 @@ impl AdamW {
         AdamW { beta_1, beta_2, epsilon, weight_decay, tensor_ops }
     }
 
-    /// The same update as one fused pass over the f32 host buffers, in parallel chunks. The
-    /// caller checked that every tensor is f32 on the CPU; `into_data` of a uniquely owned
-    /// contiguous tensor moves its buffer, so nothing is copied.
+    /// The update of the f32 `master` as one fused pass over host buffers, in parallel chunks;
+    /// `grad` may be f32, bf16 or f16 (widened per element). With `narrow`, it also returns the
+    /// updated master rounded to that dtype (the parameter of a mixed-precision run), written in
+    /// the same pass. `None` when the buffers are not host f32 (the caller falls back to tensor
+    /// ops). `into_data` of a uniquely owned contiguous tensor moves its buffer: nothing is copied.
     fn step_host<const D: usize>(
         &self,
         lr: LearningRate,
-        tensor: Tensor<D>,
+        master: Tensor<D>,
         grad: Tensor<D>,
         state: Option<AdamWState<D>>,
-    ) -> (Tensor<D>, Option<AdamWState<D>>) {
-        let device = tensor.device();
-        let shape = tensor.shape();
-        let mut p = tensor.into_data();
+        narrow: Option<DType>,
+    ) -> (Tensor<D>, AdamWState<D>, Option<Tensor<D>>) {
+        let device = master.device();
+        let shape = master.shape();
+        let n = shape.num_elements();
+        let mut p = master.into_data();
         let g = grad.into_data();
         let (mut m, mut v, time) = match state {
             Some(s) => (s.momentum.moment_1.into_data(), s.momentum.moment_2.into_data(), s.momentum.time + 1),
             None => {
-                let zeros = TensorData::new(vec![0f32; shape.num_elements()], shape);
+                let zeros = TensorData::new(vec![0f32; n], shape.clone());
                 (zeros.clone(), zeros, 1)
             }
         };
         let (c1, c2) = bias_corrections(self, time);
-        let (b1, b2, eps) = (self.beta_1, self.beta_2, self.epsilon);
-        let (lr32, decay, c1, c2) = (lr as f32, (1.0 - lr * self.weight_decay as f64) as f32, c1 as f32, c2 as f32);
-        if let (Ok(ps), Ok(ms), Ok(vs), Ok(gs)) =
-            (p.as_mut_slice::<f32>(), m.as_mut_slice::<f32>(), v.as_mut_slice::<f32>(), g.as_slice::<f32>())
+        let k = Coeffs {
+            b1: self.beta_1,
+            b2: self.beta_2,
+            eps: self.epsilon,
+            lr: lr as f32,
+            decay: (1.0 - lr * self.weight_decay as f64) as f32,
+            c1: c1 as f32,
+            c2: c2 as f32,
+        };
         {
-            const CHUNK: usize = 1 << 15;
-            ps.par_chunks_mut(CHUNK)
-                .zip(ms.par_chunks_mut(CHUNK))
-                .zip(vs.par_chunks_mut(CHUNK))
-                .zip(gs.par_chunks(CHUNK))
-                .for_each(|(((p, m), v), g)| {
-                    for i in 0..p.len() {
-                        let gi = g[i];
-                        m[i] = b1 * m[i] + (1.0 - b1) * gi;
-                        v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
-                        p[i] = p[i] * decay - lr32 * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
-                    }
-                });
-            let back = |d: TensorData| Tensor::<D>::from_data(d, &device);
-            return (back(p), Some(AdamWState::new(AdaptiveMomentumState::new(time, back(m), back(v)))));
+            let ps = p.as_mut_slice::<f32>().expect("master weights are f32");
+            let ms = m.as_mut_slice::<f32>().expect("AdamW moments are f32");
+            let vs = v.as_mut_slice::<f32>().expect("AdamW moments are f32");
+            match g.dtype() {
+                DType::BF16 => k.pass(ps, ms, vs, g.as_slice::<bf16>().expect("bf16 gradient"), bf16::to_f32),
+                DType::F16 => k.pass(ps, ms, vs, g.as_slice::<f16>().expect("f16 gradient"), f16::to_f32),
+                _ => k.pass(ps, ms, vs, g.as_slice::<f32>().expect("f32 gradient"), |x| x),
+            }
         }
-        // Not reachable for f32 buffers; kept so that a layout surprise degrades to the tensor path.
+        let narrowed = narrow.map(|dt| {
+            let ps = p.as_slice::<f32>().expect("master weights are f32");
+            let data = match dt {
+                DType::BF16 => TensorData::new(ps.par_iter().map(|&x| bf16::from_f32(x)).collect::<Vec<_>>(), shape.clone()),
+                DType::F16 => TensorData::new(ps.par_iter().map(|&x| f16::from_f32(x)).collect::<Vec<_>>(), shape.clone()),
+                other => TensorData::new(ps.to_vec(), shape.clone()).convert_dtype(other),
+            };
+            Tensor::<D>::from_data(data, (&device, dt))
+        });
         let back = |d: TensorData| Tensor::<D>::from_data(d, &device);
-        let state = (time > 1).then(|| AdamWState::new(AdaptiveMomentumState::new(time - 1, back(m), back(v))));
-        self.tensor_ops.step(lr, back(p), back(g), state)
+        (back(p), AdamWState::new(AdaptiveMomentumState::new(time, back(m), back(v))), narrowed)
     }
 }
 
-/// Whether [`AdamW`] takes the fused host path: f32 parameters, gradients and moments on the CPU.
-fn fused_on_host<const D: usize>(tensor: &Tensor<D>, grad: &Tensor<D>, state: Option<&AdamWState<D>>) -> bool {
+/// The scalars of one AdamW update (see the module docs).
+#[derive(Clone, Copy)]
+struct Coeffs {
+    b1: f32,
+    b2: f32,
+    eps: f32,
+    lr: f32,
+    /// 1 − lr·λ.
+    decay: f32,
+    /// Bias corrections 1 − β₁ᵗ, 1 − β₂ᵗ.
+    c1: f32,
+    c2: f32,
+}
+
+impl Coeffs {
+    /// p, m, v ← AdamW(p, m, v, g) element-wise, in parallel chunks; `widen` reads a gradient
+    /// element as f32.
+    fn pass<G: Copy + Send + Sync>(self, ps: &mut [f32], ms: &mut [f32], vs: &mut [f32], gs: &[G], widen: impl Fn(G) -> f32 + Sync) {
+        const CHUNK: usize = 1 << 15;
+        let Coeffs { b1, b2, eps, lr, decay, c1, c2 } = self;
+        ps.par_chunks_mut(CHUNK)
+            .zip(ms.par_chunks_mut(CHUNK))
+            .zip(vs.par_chunks_mut(CHUNK))
+            .zip(gs.par_chunks(CHUNK))
+            .for_each(|(((p, m), v), g)| {
+                for i in 0..p.len() {
+                    let gi = widen(g[i]);
+                    m[i] = b1 * m[i] + (1.0 - b1) * gi;
+                    v[i] = b2 * v[i] + (1.0 - b2) * gi * gi;
+                    p[i] = p[i] * decay - lr * (m[i] / c1) / ((v[i] / c2).sqrt() + eps);
+                }
+            });
+    }
+}
+
+/// Whether [`AdamW`] takes the fused host path: an f32 master (the parameter, or its master copy),
+/// a float gradient and f32 moments, all on the CPU.
+fn fused_on_host<const D: usize>(master: &Tensor<D>, grad: &Tensor<D>, state: Option<&AdamWState<D>>) -> bool {
     let f32_state =
         state.is_none_or(|s| s.momentum.moment_1.dtype() == DType::F32 && s.momentum.moment_2.dtype() == DType::F32);
-    tensor.device() == Device::flex() && tensor.dtype() == DType::F32 && grad.dtype() == DType::F32 && f32_state
+    master.device() == Device::flex()
+        && master.dtype() == DType::F32
+        && matches!(grad.dtype(), DType::F32 | DType::BF16 | DType::F16)
+        && f32_state
 }
 
 /// 1 − β₁ᵗ and 1 − β₂ᵗ for step `time` (1-based).
@@ -120,8 +204,10 @@ fn bias_corrections(o: &AdamW, time: usize) -> (f64, f64) {
 }
 
 impl Optimizer for AdamW {
-    type State<const D: usize> = AdamWState<D>;
+    type State<const D: usize> = State<D>;
 
+    /// An f32 parameter is updated in place of itself; a narrower one through its f32 master copy
+    /// (created from the parameter on the first step), then rounded back to its dtype.
     fn step<const D: usize>(
         &self,
         lr: LearningRate,
@@ -129,15 +215,37 @@ impl Optimizer for AdamW {
         grad: Tensor<D>,
         state: Option<Self::State<D>>,
     ) -> (Tensor<D>, Option<Self::State<D>>) {
-        if fused_on_host(&tensor, &grad, state.as_ref()) {
-            self.step_host(lr, tensor, grad, state)
+        let dtype = tensor.dtype();
+        let (adam, master) = match state {
+            Some(State { adam, master }) => (Some(adam), master),
+            None => (None, None),
+        };
+        let narrow = dtype != DType::F32;
+        let master = match (narrow, master) {
+            (false, _) => tensor,
+            (true, Some(m)) => m,
+            (true, None) => tensor.cast(DType::F32),
+        };
+        if fused_on_host(&master, &grad, adam.as_ref()) {
+            let (master, adam, narrowed) = self.step_host(lr, master, grad, adam, narrow.then_some(dtype));
+            return match narrowed {
+                Some(param) => (param, Some(State { adam, master: Some(master) })),
+                None => (master, Some(State { adam, master: None })),
+            };
+        }
+        let grad = if grad.dtype() == DType::F32 { grad } else { grad.cast(DType::F32) };
+        let (master, adam) = self.tensor_ops.step(lr, master, grad, adam);
+        let adam = adam.expect("burn's AdamW always returns its state");
+        if narrow {
+            (master.clone().cast(dtype), Some(State { adam, master: Some(master) }))
         } else {
-            self.tensor_ops.step(lr, tensor, grad, state)
+            (master, Some(State { adam, master: None }))
         }
     }
 
     fn to_device<const D: usize>(mut state: Self::State<D>, device: &Device) -> Self::State<D> {
-        state.momentum = state.momentum.to_device(device);
+        state.adam.momentum = state.adam.momentum.to_device(device);
+        state.master = state.master.map(|m| m.to_device(device));
         state
     }
 }
@@ -161,6 +269,8 @@ struct SquaredNorms<'a> {
 impl ModuleVisitor for SquaredNorms<'_> {
     fn visit_float<const D: usize>(&mut self, param: &Param<Tensor<D>>) {
         if let Some(g) = self.grads.get::<D>(param.id) {
+            // Squared in f32: a bf16 sum over millions of elements would lose the small ones.
+            let g = if g.dtype() == DType::F32 { g } else { g.cast(DType::F32) };
             self.sums.push(g.square().sum());
         }
     }
@@ -234,7 +344,7 @@ mod tests {
         let (mut sa, mut sc) = (None, None);
         for step in 0..4 {
             let lr = 1e-2 / (step + 1) as f64;
-            assert!(fused_on_host(&a, &grad(step), sa.as_ref()), "step {step} must take the fused host path");
+            assert!(fused_on_host(&a, &grad(step), sa.as_ref().map(|s: &State<2>| &s.adam)), "step {step} must take the fused host path");
             (a, sa) = ours.step(lr, a, grad(step), sa);
             (c, sc) = theirs.step(lr, c, grad(step), sc);
         }
@@ -244,6 +354,41 @@ mod tests {
         for i in 0..va.len() {
             assert!((va[i] - vc[i]).abs() < 1e-6, "element {i}: fused {} vs burn {}", va[i], vc[i]);
         }
-        assert_eq!(sa.unwrap().momentum.time, 4);
+        let sa = sa.unwrap();
+        assert_eq!(sa.adam.momentum.time, 4);
+        assert!(sa.master.is_none(), "an f32 parameter needs no master copy");
+    }
+
+    /// A bf16 parameter is trained through its f32 master copy: the master follows an f32 run fed
+    /// the same gradients exactly, the parameter is the master rounded to bf16, and updates below
+    /// bf16's resolution accumulate in the master instead of being lost.
+    #[test]
+    fn bf16_parameter_updates_its_f32_master() {
+        let device = Device::flex();
+        // Values bf16 holds exactly, so the master created from the parameter equals the f32 start.
+        let init: Vec<f32> = (0..4096).map(|i| bf16::from_f32(1.0 + (i % 7) as f32 / 8.0).to_f32()).collect();
+        let grad = |step: usize| {
+            let g: Vec<f32> = (0..4096).map(|i| (((i + 3 * step) * 29 % 61) as f32 - 30.0) / 40.0).collect();
+            Tensor::<2>::from_data(TensorData::new(g, [64, 64]), &device).cast(DType::BF16)
+        };
+        let ours = AdamW::new(0.0);
+        let mut full = Tensor::<2>::from_data(TensorData::new(init.clone(), [64, 64]), &device);
+        let mut narrow = full.clone().cast(DType::BF16);
+        let (mut sf, mut sn) = (None, None);
+        // lr 3e-4: one step moves a weight near 1 by at most ~3e-4, under half of bf16's spacing there (2^-7).
+        for step in 0..40 {
+            (full, sf) = ours.step(3e-4, full, grad(step).cast(DType::F32), sf);
+            (narrow, sn) = ours.step(3e-4, narrow, grad(step), sn);
+            assert_eq!(narrow.dtype(), DType::BF16, "the parameter keeps its dtype");
+            if step == 0 {
+                assert_eq!(vals(&narrow.clone().cast(DType::F32)), init, "one step is below bf16's resolution");
+            }
+        }
+        let master = sn.unwrap().master.expect("a bf16 parameter has an f32 master copy");
+        assert_eq!(master.dtype(), DType::F32);
+        assert_eq!(vals(&master), vals(&full), "the master follows the f32 run exactly");
+        let rounded: Vec<f32> = vals(&full).iter().map(|&x| bf16::from_f32(x).to_f32()).collect();
+        assert_eq!(vals(&narrow.cast(DType::F32)), rounded, "the parameter is the master rounded to bf16");
+        assert_ne!(rounded, init, "40 sub-resolution steps moved the bf16 weights");
     }
 }

@@ -256,10 +256,11 @@ fn lora_merged_and_unmerged_logits_agree() {
     let out = run(13, &examples, &cfg, dir.path(), false, None);
     assert_eq!(out.steps_done, 2);
 
-    // Unmerged: a fresh base with adapters, loaded from the final checkpoint.
+    // Unmerged: a fresh base with the adapters the run wrote (a completed run keeps no
+    // checkpoint tensors; its adapters are `adapter/`, in PEFT's format).
     let t: Vec<&str> = targets.iter().map(String::as_str).collect();
     let fresh = tiny_model(13, &device).model.attach_lora(4, 8.0, &t, &device).unwrap();
-    let unmerged = dno_train::checkpoint::restore_model(&dir.path().join("checkpoint"), fresh).unwrap();
+    let unmerged = dno_model::lora::peft::load_into(fresh, &dir.path().join("adapter")).unwrap();
     assert!(unmerged.has_lora());
     let l_unmerged = probe_logits(&unmerged, &device);
     let l_base = probe_logits(&tiny_model(13, &device).model, &device);

@@ -101,8 +101,8 @@ pub struct Args {
     /// the CPU; 1 on a GPU]. Each shard holds a full set of gradients until they are summed.
     #[arg(long, conflicts_with = "devices")]
     pub shards: Option<usize>,
-    /// Recompute element-wise activations in the backward pass instead of keeping them (burn's
-    /// balanced gradient checkpointing): same results, less memory, more compute.
+    /// Layer-wise gradient checkpointing (as HF's): keep only each layer's input and recompute the
+    /// layer in the backward pass: same results, far less memory, one extra forward pass.
     #[arg(long)]
     pub gradient_checkpointing: bool,
     /// Print the estimated peak memory (weights, gradients, optimiser, activations) for this
@@ -318,7 +318,11 @@ pub fn run(a: Args) -> Result<()> {
     eprintln!(
         "trained {} steps{} ({}) -> {} | final loss {:.4} | reference log-probs {}",
         outcome.steps_done,
-        outcome.resumed_from.map(|s| format!(" (resumed from the checkpoint at step {s})")).unwrap_or_default(),
+        match outcome.resumed_from {
+            Some(s) if s == outcome.total_steps => " (already complete: nothing to do)".to_string(),
+            Some(s) => format!(" (resumed from the checkpoint at step {s})"),
+            None => String::new(),
+        },
         a.loss,
         outcome.model_dir.as_deref().unwrap_or(Path::new("?")).display(),
         last.map(|m| m.loss).unwrap_or(f64::NAN),
