@@ -151,7 +151,18 @@ fn killed_sample_run_resumes_without_duplicates() {
     let (_, a) = dno_data::read_validated::<dno_data::SampleRow>(&[p.join("out.parquet")]).unwrap();
     let (_, b) = dno_data::read_validated::<dno_data::SampleRow>(&[p.join("full.parquet")]).unwrap();
     assert_eq!(a.len(), 600);
-    assert_eq!(a, b, "resumed output must equal the uninterrupted one");
+    // Equal to the uninterrupted run, except that the log-probs may differ in f32's last bits: with
+    // continuous batching the rerun batches its prompts with other neighbours (matmul shapes differ).
+    let close = |x: Option<f64>, y: Option<f64>| match (x, y) {
+        (Some(x), Some(y)) => (x - y).abs() <= 1e-5 * x.abs().max(1.0),
+        (x, y) => x == y,
+    };
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!(close(x.logprob, y.logprob), "{}: logprob {:?} vs {:?}", x.sample_id, x.logprob, y.logprob);
+        let strip = |r: &dno_data::SampleRow| dno_data::SampleRow { logprob: None, ..r.clone() };
+        assert_eq!(strip(x), strip(y), "resumed output must equal the uninterrupted one");
+    }
     assert!(!parts.exists(), "part files are removed once the output is complete");
     assert!(killed_early, "the run finished before it could be killed; the test did not exercise resume");
 }

@@ -1,15 +1,18 @@
-//! Batched sampling with a KV cache.
+//! Batched sampling with a KV cache and continuous batching.
 //!
-//! Each prompt is prefilled once on its own (no padding); its cache is then left-padded to the
-//! longest prompt of the chunk and copied to its K sample rows. Every sample row owns an RNG
-//! seeded from the caller's u64, so which tokens a sample draws does not depend on the other rows
-//! (up to floating-point differences from batched matmuls).
+//! Prompts are prefilled in batches (right-padded), each once for all of its K samples. Up to
+//! `max_batch` sample rows decode together; when one finishes, the next waiting sample takes its
+//! slot in the same step, so the batch stays full until the last prompts (see [`decode`]). Every
+//! sample row owns an RNG seeded from the caller's u64, so which tokens a sample draws does not
+//! depend on the other rows (up to floating-point differences from batched matmuls).
 //!
 //! `token_logprobs[i]` is log p(token_i | prefix) under the model's *untempered* distribution
 //! (temperature 1, no top-k/top-p/min-p truncation), so their sum equals [`crate::score::score`]
 //! of the same (prompt, response) pair.
 //!
 //! Truncation order: temperature, then top-k, then top-p, then min-p; temperature 0 is greedy.
+
+use std::collections::{HashMap, VecDeque};
 
 use anyhow::{bail, Result};
 use burn::tensor::{Int, Tensor, TensorData};
@@ -163,6 +166,7 @@ struct Row {
     req: usize,
     sample: usize,
     prompt_len: usize,
+    /// Cache slots before this row's first prompt token (masked).
     left_pad: usize,
     rng: Rng,
     tokens: Vec<u32>,
@@ -194,6 +198,15 @@ impl Row {
         }
         Ok(())
     }
+
+    fn into_generation(self) -> Generation {
+        Generation {
+            tokens: self.tokens,
+            text: self.text,
+            token_logprobs: self.logprobs,
+            finish_reason: self.finish.unwrap_or(FinishReason::Length),
+        }
+    }
 }
 
 /// Samples `seeds.len()` completions for every request. `progress(n)` is called as `n` more
@@ -204,6 +217,24 @@ pub fn generate(
     params: &SamplingParams,
     mut progress: impl FnMut(usize),
 ) -> Result<Vec<Vec<Generation>>> {
+    let mut out: Vec<Vec<Generation>> = vec![Vec::new(); reqs.len()];
+    generate_each(lm, reqs, params, |i, gens| {
+        progress(gens.len());
+        out[i] = gens;
+        Ok(())
+    })?;
+    Ok(out)
+}
+
+/// Like [`generate`], but streams: `on_done(i, gens)` is called once per request `i`, as soon as
+/// all of its samples have finished (requests finish in no fixed order). An error from `on_done`
+/// stops generation and is returned.
+pub fn generate_each(
+    lm: &LoadedModel,
+    reqs: &[GenRequest],
+    params: &SamplingParams,
+    mut on_done: impl FnMut(usize, Vec<Generation>) -> Result<()>,
+) -> Result<()> {
     let vocab = lm.model.vocab_size();
     for (i, r) in reqs.iter().enumerate() {
         if r.prompt.is_empty() {
@@ -213,137 +244,195 @@ pub fn generate(
             bail!("request {i}: token id {t} outside the vocabulary ({vocab})");
         }
     }
-    let mut out: Vec<Vec<Option<Generation>>> = reqs.iter().map(|r| vec![None; r.seeds.len()]).collect();
+    let mut pending: Vec<Vec<Option<Generation>>> = reqs.iter().map(|r| vec![None; r.seeds.len()]).collect();
+    let mut left: Vec<usize> = reqs.iter().map(|r| r.seeds.len()).collect();
+    for (i, r) in reqs.iter().enumerate() {
+        if r.seeds.is_empty() {
+            on_done(i, vec![])?;
+        } else if params.max_new_tokens == 0 {
+            let empty = Generation { tokens: vec![], text: String::new(), token_logprobs: vec![], finish_reason: FinishReason::Length };
+            on_done(i, vec![empty; r.seeds.len()])?;
+            left[i] = 0;
+        }
+    }
     if params.max_new_tokens == 0 {
-        let empty = Generation { tokens: vec![], text: String::new(), token_logprobs: vec![], finish_reason: FinishReason::Length };
-        progress(reqs.iter().map(|r| r.seeds.len()).sum());
-        return Ok(reqs.iter().map(|r| vec![empty.clone(); r.seeds.len()]).collect());
+        return Ok(());
     }
-    // Similar lengths together: less padding.
-    let mut order: Vec<usize> = (0..reqs.len()).filter(|&i| !reqs[i].seeds.is_empty()).collect();
-    order.sort_by_key(|&i| reqs[i].prompt.len());
-    let max_rows = params.max_batch.max(1);
-    let mut start = 0;
-    while start < order.len() {
-        let mut end = start;
-        let mut rows = 0;
-        while end < order.len() && (end == start || rows + reqs[order[end]].seeds.len() <= max_rows) {
-            rows += reqs[order[end]].seeds.len();
-            end += 1;
+    decode(lm, reqs, params, &mut |row: Row| {
+        let (i, s) = (row.req, row.sample);
+        pending[i][s] = Some(row.into_generation());
+        left[i] -= 1;
+        if left[i] == 0 {
+            let gens = std::mem::take(&mut pending[i]).into_iter().map(|g| g.expect("every sample of a finished request")).collect();
+            on_done(i, gens)?;
         }
-        let chunk = &order[start..end];
-        for row in generate_chunk(lm, reqs, chunk, params, &mut progress)? {
-            out[row.req][row.sample] = Some(Generation {
-                tokens: row.tokens,
-                text: row.text,
-                token_logprobs: row.logprobs,
-                finish_reason: row.finish.unwrap_or(FinishReason::Length),
-            });
+        Ok(())
+    })
+}
+
+/// A prompt prefilled once for all of its sample rows: its keys and values per layer
+/// (`[1, n_kv_heads, prompt_len, head_dim]`) and the logits of its last position. Dropped when the
+/// last of its rows has entered the batch.
+struct Prefilled {
+    kv: Vec<(Tensor<4>, Tensor<4>)>,
+    logits: Vec<f32>,
+    waiting: usize,
+}
+
+/// Prompts prefilled together: right-padded to the longest, so every prompt sits at positions
+/// `0..len` of its row and the causal mask alone keeps the padding out of sight.
+fn prefill(lm: &LoadedModel, prompts: &[&[u32]]) -> Result<Vec<(Vec<(Tensor<4>, Tensor<4>)>, Vec<f32>)>> {
+    let model = &lm.model;
+    let device = model.device();
+    let n = prompts.len();
+    let width = prompts.iter().map(|p| p.len()).max().unwrap_or(0);
+    let mut ids = vec![0i64; n * width];
+    for (i, p) in prompts.iter().enumerate() {
+        for (j, &t) in p.iter().enumerate() {
+            ids[i * width + j] = t as i64;
         }
-        start = end;
     }
-    Ok(out
-        .into_iter()
-        .map(|v| v.into_iter().map(|g| g.expect("every sample row is generated")).collect())
+    let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [n, width]), &device);
+    let mut cache = KvCache::new(model.layers.len());
+    let hidden = model.forward_cached(tokens, &vec![0; n], &vec![0; n], &mut cache);
+    let d = hidden.dims()[2];
+    let last: Vec<i64> = prompts.iter().enumerate().map(|(i, p)| (i * width + p.len() - 1) as i64).collect();
+    let last = Tensor::<1, Int>::from_data(TensorData::new(last, [n]), &device);
+    let logits = to_vec_f32(model.lm_head(hidden.reshape([n * width, d]).select(0, last)))?;
+    let v = logits.len() / n;
+    let layers: Vec<(Tensor<4>, Tensor<4>)> = cache.layers.into_iter().map(|s| s.expect("prefill fills every layer")).collect();
+    Ok(prompts
+        .iter()
+        .enumerate()
+        .map(|(i, p)| {
+            let kv = layers.iter().map(|(k, vv)| (k.clone().narrow(0, i, 1).narrow(2, 0, p.len()), vv.clone().narrow(0, i, 1).narrow(2, 0, p.len()))).collect();
+            (kv, logits[i * v..(i + 1) * v].to_vec())
+        })
         .collect())
 }
 
-fn generate_chunk(
-    lm: &LoadedModel,
-    reqs: &[GenRequest],
-    chunk: &[usize],
-    p: &SamplingParams,
-    progress: &mut impl FnMut(usize),
-) -> Result<Vec<Row>> {
+/// Prompts prefilled in one forward pass at most, and their padded tokens at most.
+const PREFILL_PROMPTS: usize = 16;
+const PREFILL_TOKENS: usize = 8192;
+
+/// The decode loop with continuous batching. The batch is a set of `max_batch` slots sharing one
+/// KV cache; all rows write their next key at the same cache position `len`, and row `r` keeps
+/// its sequence in slots `left_pad[r]..len` (slot distance is position distance, so RoPE and the
+/// sliding window need nothing else). When a row finishes, its slot goes to the next waiting
+/// sample at once: that sample's prompt (prefilled once, in batches, for all its samples) is
+/// written into slots `len - prompt_len..len`, and everything before is masked. When `len` reaches
+/// the cache's capacity, the slots no row needs any more are cut off the front (one copy per
+/// `capacity - longest row` steps). Only when no sample is waiting does the batch shrink.
+/// Each finished row goes to `on_row`.
+fn decode(lm: &LoadedModel, reqs: &[GenRequest], p: &SamplingParams, on_row: &mut dyn FnMut(Row) -> Result<()>) -> Result<()> {
     let model = &lm.model;
     let device = model.device();
-    let n_layers = model.layers.len();
-    let p_max = chunk.iter().map(|&i| reqs[i].prompt.len()).max().unwrap_or(0);
-
-    // 1. Prefill each prompt once; pad its cache on the left and copy it to its K rows.
-    let mut per_layer: Vec<(Vec<Tensor<4>>, Vec<Tensor<4>>)> = vec![(vec![], vec![]); n_layers];
-    let mut rows: Vec<Row> = Vec::new();
-    let mut first_logits: Vec<Vec<f32>> = Vec::new();
-    for &ri in chunk {
-        let req = &reqs[ri];
-        let plen = req.prompt.len();
-        let ids: Vec<i64> = req.prompt.iter().map(|&t| t as i64).collect();
-        let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [1, plen]), &device);
-        let mut cache = KvCache::new(n_layers);
-        let hidden = model.forward_cached(tokens, &[0], &[0], &mut cache);
-        let last = hidden.narrow(1, plen - 1, 1);
-        let logits = to_vec_f32(model.lm_head(last))?;
-        let k = req.seeds.len();
-        let pad = p_max - plen;
-        for (l, slot) in cache.layers.into_iter().enumerate() {
-            let (kc, vc) = slot.expect("prefill fills every layer");
-            // Left padding up to the longest prompt, then room for every new token on the right,
-            // so decoding writes in place and never reallocates.
-            let padded = |t: Tensor<4>| {
-                let [b, h, _, d] = t.dims();
-                let dt = t.dtype();
-                let mut parts = vec![t.narrow(2, 0, plen)];
-                if pad > 0 {
-                    parts.insert(0, Tensor::zeros([b, h, pad, d], (&device, dt)));
-                }
-                parts.push(Tensor::zeros([b, h, p.max_new_tokens, d], (&device, dt)));
-                let t = Tensor::cat(parts, 2);
-                if k > 1 { t.repeat_dim(0, k) } else { t }
-            };
-            per_layer[l].0.push(padded(kc));
-            per_layer[l].1.push(padded(vc));
-        }
-        for (s, &seed) in req.seeds.iter().enumerate() {
-            rows.push(Row {
-                req: ri,
-                sample: s,
-                prompt_len: plen,
-                left_pad: pad,
-                rng: Rng::new(seed),
-                tokens: vec![],
-                logprobs: vec![],
-                text: String::new(),
-                finish: None,
-            });
-            first_logits.push(logits.clone());
-        }
-    }
-    let mut cache = KvCache {
-        layers: per_layer.into_iter().map(|(k, v)| Some((Tensor::cat(k, 0), Tensor::cat(v, 0)))).collect(),
-        len: p_max,
+    let mut queue: VecDeque<(usize, usize)> = reqs.iter().enumerate().flat_map(|(i, r)| (0..r.seeds.len()).map(move |s| (i, s))).collect();
+    let Some(p_max) = reqs.iter().filter(|r| !r.seeds.is_empty()).map(|r| r.prompt.len()).max() else {
+        return Ok(());
     };
-
-    // 2. First token of every row from its prompt's logits.
-    let mut finished: Vec<Row> = Vec::new();
-    for (row, logits) in rows.iter_mut().zip(&first_logits) {
-        let tok = sample_token(logits, p, &mut row.rng);
-        let lp = logprob_of(logits, tok);
-        row.push(lm, p, tok as u32, lp)?;
-    }
-    drop(first_logits);
-
-    // 3. Decode until every row is finished.
+    // The most cache slots a row ever needs, and room to run that many more before a compaction.
+    let span = p_max + p.max_new_tokens;
+    let capacity = span + (span / 4).max(16);
+    let n_slots = p.max_batch.max(1).min(queue.len());
+    let mut slots: Vec<Option<Row>> = (0..n_slots).map(|_| None).collect();
+    let mut prefilled: HashMap<usize, Prefilled> = HashMap::new();
+    // Every prompt fits before position `len`, which never drops below the longest prompt.
+    let mut cache = KvCache { layers: vec![None; model.layers.len()], len: p_max };
     loop {
-        // Drop finished rows from the batch.
-        if rows.iter().any(|r| r.finish.is_some()) {
-            let keep: Vec<usize> = (0..rows.len()).filter(|&i| rows[i].finish.is_none()).collect();
-            let mut done = 0;
-            let mut kept = Vec::with_capacity(keep.len());
-            for r in rows.drain(..) {
-                if r.finish.is_some() {
-                    done += 1;
-                    finished.push(r);
-                } else {
-                    kept.push(r);
-                }
-            }
-            rows = kept;
-            progress(done);
-            if rows.is_empty() {
+        // 1. Waiting samples take the free slots.
+        loop {
+            let free: Vec<usize> = (0..slots.len()).filter(|&s| slots[s].is_none()).collect();
+            if free.is_empty() || queue.is_empty() {
                 break;
             }
-            cache.select_rows(&keep, &device);
+            let take: Vec<(usize, usize)> = queue.drain(..free.len().min(queue.len())).collect();
+            let mut need: Vec<usize> = take.iter().map(|&(r, _)| r).filter(|r| !prefilled.contains_key(r)).collect();
+            need.dedup();
+            let mut start = 0;
+            while start < need.len() {
+                let mut end = start + 1;
+                let mut width = reqs[need[start]].prompt.len();
+                while end < need.len() && end - start < PREFILL_PROMPTS && (end - start + 1) * width.max(reqs[need[end]].prompt.len()) <= PREFILL_TOKENS {
+                    width = width.max(reqs[need[end]].prompt.len());
+                    end += 1;
+                }
+                let group: Vec<&[u32]> = need[start..end].iter().map(|&r| reqs[r].prompt.as_slice()).collect();
+                for (&r, (kv, logits)) in need[start..end].iter().zip(prefill(lm, &group)?) {
+                    prefilled.insert(r, Prefilled { kv, logits, waiting: reqs[r].seeds.len() });
+                }
+                start = end;
+            }
+            for (&(r, s), &slot) in take.iter().zip(&free) {
+                let plen = reqs[r].prompt.len();
+                let pf = prefilled.get_mut(&r).expect("prefilled above");
+                let at = cache.len - plen;
+                for (layer, (k, v)) in cache.layers.iter_mut().zip(&pf.kv) {
+                    let (kb, vb) = layer.take().unwrap_or_else(|| {
+                        let [_, h, _, d] = k.dims();
+                        let z = || Tensor::zeros([n_slots, h, capacity, d], (&device, k.dtype()));
+                        (z(), z())
+                    });
+                    let [_, h, _, d] = k.dims();
+                    let range = [slot..slot + 1, 0..h, at..cache.len, 0..d];
+                    *layer = Some((kb.slice_assign(range.clone(), k.clone()), vb.slice_assign(range, v.clone())));
+                }
+                let mut row = Row {
+                    req: r,
+                    sample: s,
+                    prompt_len: plen,
+                    left_pad: at,
+                    rng: Rng::new(reqs[r].seeds[s]),
+                    tokens: vec![],
+                    logprobs: vec![],
+                    text: String::new(),
+                    finish: None,
+                };
+                let tok = sample_token(&pf.logits, p, &mut row.rng);
+                let lp = logprob_of(&pf.logits, tok);
+                row.push(lm, p, tok as u32, lp)?;
+                pf.waiting -= 1;
+                if pf.waiting == 0 {
+                    prefilled.remove(&r);
+                }
+                if row.finish.is_some() {
+                    on_row(row)?;
+                } else {
+                    slots[slot] = Some(row);
+                }
+            }
         }
+        // 2. Nothing waits: the batch shrinks to its live rows.
+        if slots.iter().any(|s| s.is_none()) {
+            let keep: Vec<usize> = (0..slots.len()).filter(|&s| slots[s].is_some()).collect();
+            if keep.is_empty() {
+                return Ok(());
+            }
+            cache.select_rows(&keep, &device);
+            slots = slots.into_iter().filter(|s| s.is_some()).collect();
+        }
+        // 3. A full cache drops the front slots no live row needs (and no prompt: `len` stays >= p_max).
+        if cache.len == capacity {
+            let min_pad = slots.iter().flatten().map(|r| r.left_pad).min().unwrap_or(0);
+            let cut = min_pad.min(cache.len - p_max);
+            debug_assert!(cut > 0, "a live row never needs more than {span} slots");
+            for layer in cache.layers.iter_mut() {
+                if let Some((kb, vb)) = layer.take() {
+                    let shift = |t: Tensor<4>| {
+                        let [b, h, _, d] = t.dims();
+                        let dt = t.dtype();
+                        Tensor::cat(vec![t.narrow(2, cut, capacity - cut), Tensor::zeros([b, h, cut, d], (&device, dt))], 2)
+                    };
+                    *layer = Some((shift(kb), shift(vb)));
+                }
+            }
+            cache.len -= cut;
+            for r in slots.iter_mut().flatten() {
+                r.left_pad -= cut;
+            }
+        }
+        // 4. One token for every row.
+        let rows: Vec<&mut Row> = slots.iter_mut().map(|s| s.as_mut().expect("every slot is live")).collect();
         let b = rows.len();
         let ids: Vec<i64> = rows.iter().map(|r| *r.tokens.last().unwrap_or(&0) as i64).collect();
         let start: Vec<usize> = rows.iter().map(|r| r.prompt_len + r.tokens.len() - 1).collect();
@@ -354,18 +443,21 @@ fn generate_chunk(
         let v = logits.len() / b;
         // Rows sample independently (each has its own RNG), so this runs on all cores.
         let picked: Vec<(usize, f32)> = rows
-            .par_iter_mut()
+            .into_par_iter()
             .zip(logits.par_chunks(v))
             .map(|(row, l)| {
                 let tok = sample_token(l, p, &mut row.rng);
                 (tok, logprob_of(l, tok))
             })
             .collect();
-        for (row, (tok, lp)) in rows.iter_mut().zip(picked) {
+        for (slot, (tok, lp)) in slots.iter_mut().zip(picked) {
+            let row = slot.as_mut().expect("every slot is live");
             row.push(lm, p, tok as u32, lp)?;
+            if row.finish.is_some() {
+                on_row(slot.take().expect("live"))?;
+            }
         }
     }
-    Ok(finished)
 }
 
 #[cfg(test)]

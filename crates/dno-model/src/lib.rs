@@ -32,7 +32,7 @@ pub use config::LlamaConfig;
 pub use device::DeviceSpec;
 pub use dtype::Dtype;
 pub use export::{save_hf, save_hf_with, ExportOptions};
-pub use generate::{generate, FinishReason, GenRequest, Generation, SamplingParams};
+pub use generate::{generate, generate_each, FinishReason, GenRequest, Generation, SamplingParams};
 pub use model::Llama;
 pub use score::{score, score_tensor};
 pub use tokenizer::Tok;

@@ -5,7 +5,7 @@ mod common;
 use burn::tensor::{Device, Int, Tensor, TensorData};
 use common::Tiny;
 use dno_model::model::{to_vec_f32, KvCache};
-use dno_model::{generate, load_model, save_hf, score, FinishReason, GenRequest, LoadedModel, SamplingParams};
+use dno_model::{generate, generate_each, load_model, save_hf, score, FinishReason, GenRequest, LoadedModel, SamplingParams};
 
 fn dev() -> Device {
     Device::flex()
@@ -158,6 +158,50 @@ fn score_equals_sum_of_sampler_logprobs_and_batch_independence() {
         assert_eq!(am as u32, tok);
         seq.push(tok);
     }
+}
+
+#[test]
+fn continuous_batching_gives_each_sample_what_it_draws_alone() {
+    // 18 rows of 6 prompts (lengths 2..12) through 2 slots: rows finish at different steps (one
+    // in 8 ids is an EOS), freed slots take the next waiting sample, and the cache compacts
+    // several times (capacity 41 = span 25 + 16; ~100 decode steps).
+    let tiny = Tiny::new(true, false, 9);
+    let dir = tempfile::tempdir().unwrap();
+    tiny.write_hf(dir.path());
+    let mut lm = load_model(dir.path(), &dev()).unwrap();
+    lm.tokenizer.eos_ids = (0..261).filter(|i| i % 8 == 3).collect();
+    let reqs: Vec<GenRequest> = (0..6u64)
+        .map(|i| GenRequest { prompt: (0..2 + 2 * i as u32).map(|j| 97 + (j * 7 + i as u32) % 26).collect(), seeds: vec![10 * i, 10 * i + 1, 10 * i + 2] })
+        .collect();
+    let params = SamplingParams { temperature: 1.0, top_p: 0.9, max_new_tokens: 13, max_batch: 2, ..Default::default() };
+    let mut seen = vec![0; reqs.len()];
+    let mut out = vec![vec![]; reqs.len()];
+    generate_each(&lm, &reqs, &params, |i, gens| {
+        seen[i] += 1;
+        out[i] = gens;
+        Ok(())
+    })
+    .unwrap();
+    assert_eq!(seen, vec![1; 6], "every request is reported exactly once");
+    let mut finishes = std::collections::HashSet::new();
+    for (r, gens) in reqs.iter().zip(&out) {
+        assert_eq!(gens.len(), 3);
+        for (g, &seed) in gens.iter().zip(&r.seeds) {
+            let alone = generate(&lm, &[GenRequest { prompt: r.prompt.clone(), seeds: vec![seed] }], &SamplingParams { max_batch: 1, ..params.clone() }, |_| {}).unwrap();
+            assert_eq!(g.tokens, alone[0][0].tokens, "prompt {:?} seed {seed}", r.prompt);
+            assert_eq!(g.finish_reason, alone[0][0].finish_reason);
+            for (a, b) in g.token_logprobs.iter().zip(&alone[0][0].token_logprobs) {
+                assert!((a - b).abs() < 1e-4, "{a} vs {b}");
+            }
+            finishes.insert((g.finish_reason == FinishReason::Stop, g.tokens.len()));
+        }
+    }
+    // The rows really did end at different times, some by EOS and some by length.
+    assert!(finishes.iter().any(|f| f.0) && finishes.iter().any(|f| !f.0), "{finishes:?}");
+    assert!(finishes.len() >= 4, "{finishes:?}");
+    // An error from the callback stops generation and comes back.
+    let err = generate_each(&lm, &reqs, &params, |_, _| anyhow::bail!("disk full")).unwrap_err();
+    assert_eq!(err.to_string(), "disk full");
 }
 
 #[test]

@@ -279,10 +279,10 @@ pub fn run(o: &SampleOptions, config: &impl Serialize, reporter: &mut dyn Report
     let (mut tokens, mut limited, mut n_samples, mut n_prompts) = (0usize, 0usize, 0usize, 0usize);
     let mut engine = Engine::new(o)?;
     reporter.start("sampling", todo.len() as u64);
-    for chunk in todo.chunks(o.prompts_per_batch()) {
-        let mut batch = engine.sample(o, &policy, chunk)?;
+    // Finished prompts are saved in groups (the unit of resume) while the others keep sampling.
+    engine.sample(o, &policy, &todo, &mut |done: &[&PromptRow], mut batch: Batch| {
         if o.include_reference {
-            for p in chunk {
+            for p in done {
                 if let Some(r) = &p.reference {
                     batch.rows.push(reference_row(p, r, &policy, o.seed));
                 }
@@ -291,11 +291,12 @@ pub fn run(o: &SampleOptions, config: &impl Serialize, reporter: &mut dyn Report
         tokens += batch.tokens;
         limited += batch.length_limited;
         n_samples += batch.rows.len();
-        n_prompts += chunk.len();
+        n_prompts += done.len();
         parts.save(batch.rows, &prov)?;
         let tps = tokens as f64 / started.elapsed().as_secs_f64().max(1e-9);
         reporter.progress(n_prompts as u64, &format!("{n_samples} samples, {tps:.1} tok/s"));
-    }
+        Ok(())
+    })?;
     reporter.finish();
 
     // Assemble the final file in prompt order (policy samples by index, then the reference).
@@ -437,15 +438,26 @@ impl Engine {
         }
     }
 
-    fn sample(&mut self, o: &SampleOptions, policy: &str, prompts: &[&PromptRow]) -> Result<Batch> {
+    /// Samples every prompt of `todo`, handing finished prompts to `save` in groups of
+    /// [`SampleOptions::prompts_per_batch`].
+    fn sample(&mut self, o: &SampleOptions, policy: &str, todo: &[&PromptRow], save: &mut Save) -> Result<()> {
         match self {
-            Engine::Burn(lm) => sample_burn(lm, o, policy, prompts),
-            Engine::OpenAi(client, rt) => rt.block_on(sample_openai(client.clone(), o, policy, prompts)),
+            Engine::Burn(lm) => sample_burn(lm, o, policy, todo, save),
+            Engine::OpenAi(client, rt) => {
+                for chunk in todo.chunks(o.prompts_per_batch()) {
+                    save(chunk, rt.block_on(sample_openai(client.clone(), o, policy, chunk))?)?;
+                }
+                Ok(())
+            }
         }
     }
 }
 
-fn sample_burn(lm: &dno_model::LoadedModel, o: &SampleOptions, policy: &str, prompts: &[&PromptRow]) -> Result<Batch> {
+/// Receives finished prompts and their samples.
+type Save<'a> = dyn FnMut(&[&PromptRow], Batch) -> Result<()> + 'a;
+
+/// The local engine: all prompts go to one continuous-batching generation (dno_model::generate_each).
+fn sample_burn(lm: &dno_model::LoadedModel, o: &SampleOptions, policy: &str, prompts: &[&PromptRow], save: &mut Save) -> Result<()> {
     let ctx = lm.config.max_position_embeddings;
     let mut reqs = Vec::new();
     let mut kept: Vec<&PromptRow> = Vec::new();
@@ -478,10 +490,17 @@ fn sample_burn(lm: &dno_model::LoadedModel, o: &SampleOptions, policy: &str, pro
         reqs.push(dno_model::GenRequest { prompt: ids, seeds: (0..o.k).map(|i| sample_seed(o.seed, &p.prompt_id, i)).collect() });
         kept.push(p);
     }
-    let gens = if reqs.is_empty() || o.k == 0 { vec![vec![]; reqs.len()] } else { dno_model::generate(lm, &reqs, &o.params(), |_| {})? };
-    let mut batch = Batch::new();
-    for (p, gs) in kept.iter().zip(gens) {
-        for (i, g) in gs.into_iter().enumerate() {
+    let per_save = o.prompts_per_batch();
+    if o.k == 0 {
+        for chunk in kept.chunks(per_save) {
+            save(chunk, Batch::new())?;
+        }
+        return Ok(());
+    }
+    let (mut done, mut batch) = (Vec::new(), Batch::new());
+    dno_model::generate_each(lm, &reqs, &o.params(), |r, gens| {
+        let p = kept[r];
+        for (i, g) in gens.into_iter().enumerate() {
             let finish = match g.finish_reason {
                 dno_model::FinishReason::Stop => "stop",
                 dno_model::FinishReason::Length => "length",
@@ -490,8 +509,16 @@ fn sample_burn(lm: &dno_model::LoadedModel, o: &SampleOptions, policy: &str, pro
             let logprob = Some(g.token_logprobs.iter().map(|&x| x as f64).sum());
             batch.push(p, policy, o, i, Generated { tokens: g.tokens.len(), text: g.text, finish, logprob });
         }
+        done.push(p);
+        if done.len() >= per_save {
+            save(&std::mem::take(&mut done), std::mem::replace(&mut batch, Batch::new()))?;
+        }
+        Ok(())
+    })?;
+    if !done.is_empty() {
+        save(&done, batch)?;
     }
-    Ok(batch)
+    Ok(())
 }
 
 async fn sample_openai(client: Arc<dno_oracle::Client>, o: &SampleOptions, policy: &str, prompts: &[&PromptRow]) -> Result<Batch> {
