@@ -102,7 +102,7 @@ gpu_watch_start hfgen
 if timed hfgen "$PY" scripts/gpu_check_peers.py generate --gguf "$GGUF" --device "$DEVICE" \
     --prompts "$OUT/prompts.jsonl" --k "$K" --max-new-tokens "$MAX_NEW"; then
     HF_GPU=$(gpu_watch_stop)
-    HF_TOKENS=$(cat "$OUT/hfgen.out")
+    HF_TOKENS=$(tail -1 "$OUT/hfgen.out")
     HF_TPS=$(awk -v t="$HF_TOKENS" -v s="$SECS" 'BEGIN{printf "%.1f", t/s}')
     row "sample tok/s ($PROMPTS x K=$K, $MAX_NEW new)" "$DNO_TPS" "$HF_TPS (HF generate)" "x$(awk -v a="$DNO_TPS" -v b="$HF_TPS" 'BEGIN{printf "%.2f", a/b}'), wall incl. load"
     row "sample peak GPU / host RSS" "$DNO_GPU / $DNO_RSS MiB" "$HF_GPU / $RSS_MIB MiB" ""
@@ -126,7 +126,9 @@ DNO_RSS=$RSS_MIB
 gpu_watch_start trl
 if timed trl "$PY" scripts/gpu_check_peers.py dpo --gguf "$GGUF" --device "$DEVICE" --pairs "$OUT/pairs.jsonl"; then
     TRL_GPU=$(gpu_watch_stop)
-    TRL_TPS=$(awk -v t="$(cat "$OUT/trl.out")" -v s="$SECS" 'BEGIN{printf "%.1f", t/s}')
+    # Same pairs, same tokens: TRL's rate uses dno's token count, so the ratio is that of wall times
+    # (TRL's stdout also carries its log dicts; its own count, the last line, is not comparable).
+    TRL_TPS=$(awk -v t="$DNO_TRAIN_TOKENS" -v s="$SECS" 'BEGIN{printf "%.1f", t/s}')
     row "DPO train tok/s ($PAIRS pairs, batch 8)" "$DNO_TRAIN_TPS" "$TRL_TPS (TRL)" "x$(awk -v a="$DNO_TRAIN_TPS" -v b="$TRL_TPS" 'BEGIN{printf "%.2f", a/b}'), wall incl. load + reference pass"
     row "train peak GPU / host RSS" "$DNO_GPU / $DNO_RSS MiB" "$TRL_GPU / $RSS_MIB MiB" ""
 else
