@@ -244,20 +244,18 @@ pub fn generate_each(
             bail!("request {i}: token id {t} outside the vocabulary ({vocab})");
         }
     }
-    let mut pending: Vec<Vec<Option<Generation>>> = reqs.iter().map(|r| vec![None; r.seeds.len()]).collect();
-    let mut left: Vec<usize> = reqs.iter().map(|r| r.seeds.len()).collect();
-    for (i, r) in reqs.iter().enumerate() {
-        if r.seeds.is_empty() {
-            on_done(i, vec![])?;
-        } else if params.max_new_tokens == 0 {
-            let empty = Generation { tokens: vec![], text: String::new(), token_logprobs: vec![], finish_reason: FinishReason::Length };
-            on_done(i, vec![empty; r.seeds.len()])?;
-            left[i] = 0;
-        }
-    }
     if params.max_new_tokens == 0 {
+        let empty = Generation { tokens: vec![], text: String::new(), token_logprobs: vec![], finish_reason: FinishReason::Length };
+        for (i, r) in reqs.iter().enumerate() {
+            on_done(i, vec![empty.clone(); r.seeds.len()])?;
+        }
         return Ok(());
     }
+    for i in (0..reqs.len()).filter(|&i| reqs[i].seeds.is_empty()) {
+        on_done(i, vec![])?;
+    }
+    let mut pending: Vec<Vec<Option<Generation>>> = reqs.iter().map(|r| vec![None; r.seeds.len()]).collect();
+    let mut left: Vec<usize> = reqs.iter().map(|r| r.seeds.len()).collect();
     decode(lm, reqs, params, &mut |row: Row| {
         let (i, s) = (row.req, row.sample);
         pending[i][s] = Some(row.into_generation());

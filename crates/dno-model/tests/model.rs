@@ -19,6 +19,15 @@ fn logits(lm: &LoadedModel, ids: &[u32]) -> Vec<f32> {
     to_vec_f32(lm.model.forward(t)).unwrap()
 }
 
+/// A tiny random model written as an HF directory and loaded back (the directory lives as long as
+/// the returned guard).
+fn tiny_lm(qwen2: bool, tied: bool, seed: u64) -> (tempfile::TempDir, LoadedModel) {
+    let dir = tempfile::tempdir().unwrap();
+    Tiny::new(qwen2, tied, seed).write_hf(dir.path());
+    let lm = load_model(dir.path(), &dev()).unwrap();
+    (dir, lm)
+}
+
 fn max_diff(a: &[f32], b: &[f32]) -> f32 {
     assert_eq!(a.len(), b.len());
     a.iter().zip(b).map(|(x, y)| (x - y).abs()).fold(0.0, f32::max)
@@ -111,10 +120,7 @@ fn export_roundtrip_gives_identical_logits() {
 
 #[test]
 fn score_equals_sum_of_sampler_logprobs_and_batch_independence() {
-    let tiny = Tiny::new(true, false, 9);
-    let dir = tempfile::tempdir().unwrap();
-    tiny.write_hf(dir.path());
-    let mut lm = load_model(dir.path(), &dev()).unwrap();
+    let (_dir, mut lm) = tiny_lm(true, false, 9);
     lm.tokenizer.eos_ids.clear(); // run to max length
     let reqs = vec![
         GenRequest { prompt: vec![104, 101, 108], seeds: vec![1, 2, 3] },
@@ -165,10 +171,7 @@ fn continuous_batching_gives_each_sample_what_it_draws_alone() {
     // 18 rows of 6 prompts (lengths 2..12) through 2 slots: rows finish at different steps (one
     // in 8 ids is an EOS), freed slots take the next waiting sample, and the cache compacts
     // several times (capacity 41 = span 25 + 16; ~100 decode steps).
-    let tiny = Tiny::new(true, false, 9);
-    let dir = tempfile::tempdir().unwrap();
-    tiny.write_hf(dir.path());
-    let mut lm = load_model(dir.path(), &dev()).unwrap();
+    let (_dir, mut lm) = tiny_lm(true, false, 9);
     lm.tokenizer.eos_ids = (0..261).filter(|i| i % 8 == 3).collect();
     let reqs: Vec<GenRequest> = (0..6u64)
         .map(|i| GenRequest { prompt: (0..2 + 2 * i as u32).map(|j| 97 + (j * 7 + i as u32) % 26).collect(), seeds: vec![10 * i, 10 * i + 1, 10 * i + 2] })
@@ -206,10 +209,7 @@ fn continuous_batching_gives_each_sample_what_it_draws_alone() {
 
 #[test]
 fn stops_on_eos_and_stop_strings() {
-    let tiny = Tiny::new(false, true, 21);
-    let dir = tempfile::tempdir().unwrap();
-    tiny.write_hf(dir.path());
-    let mut lm = load_model(dir.path(), &dev()).unwrap();
+    let (_dir, mut lm) = tiny_lm(false, true, 21);
     let greedy = SamplingParams { temperature: 0.0, max_new_tokens: 8, ..Default::default() };
     let req = [GenRequest { prompt: vec![104, 101], seeds: vec![0] }];
     let base = generate(&lm, &req, &greedy, |_| {}).unwrap()[0][0].clone();

@@ -34,6 +34,7 @@ use burn::optim::{
     StateSink, StateSource,
 };
 use burn::tensor::{bf16, f16, DType, Device, Tensor, TensorData};
+use dno_math::SplitMix64;
 use dno_model::Llama;
 use rayon::prelude::*;
 
@@ -149,16 +150,9 @@ impl AdamW {
             let ps = p.as_slice::<f32>().expect("master weights are f32");
             // The draw depends on the step, the element and the master's own bits: reproducible
             // (a resumed run rounds alike) and not shared between parameters of one shape.
-            let u = |i: usize, x: f32| uniform(time as u64, i as u64, x.to_bits());
             let data = match dt {
-                DType::BF16 => TensorData::new(
-                    ps.par_iter().enumerate().map(|(i, &x)| round_stochastic(x, u(i, x), bf16::from_f32, bf16::to_f32, bf16::to_bits, bf16::from_bits)).collect::<Vec<_>>(),
-                    shape.clone(),
-                ),
-                DType::F16 => TensorData::new(
-                    ps.par_iter().enumerate().map(|(i, &x)| round_stochastic(x, u(i, x), f16::from_f32, f16::to_f32, f16::to_bits, f16::from_bits)).collect::<Vec<_>>(),
-                    shape.clone(),
-                ),
+                DType::BF16 => TensorData::new(round_all::<bf16>(ps, time), shape.clone()),
+                DType::F16 => TensorData::new(round_all::<f16>(ps, time), shape.clone()),
                 other => TensorData::new(ps.to_vec(), shape.clone()).convert_dtype(other),
             };
             Tensor::<D>::from_data(data, (&device, dt))
@@ -168,23 +162,52 @@ impl AdamW {
     }
 }
 
+/// A 16-bit float type the masters are rounded to (bf16, f16).
+pub trait Narrow: Copy + Send {
+    fn from_f32(x: f32) -> Self;
+    fn to_f32(self) -> f32;
+    fn to_bits(self) -> u16;
+    fn from_bits(bits: u16) -> Self;
+}
+
+macro_rules! narrow_impl {
+    ($t:ty) => {
+        impl Narrow for $t {
+            fn from_f32(x: f32) -> Self {
+                <$t>::from_f32(x)
+            }
+            fn to_f32(self) -> f32 {
+                <$t>::to_f32(self)
+            }
+            fn to_bits(self) -> u16 {
+                <$t>::to_bits(self)
+            }
+            fn from_bits(bits: u16) -> Self {
+                <$t>::from_bits(bits)
+            }
+        }
+    };
+}
+narrow_impl!(bf16);
+narrow_impl!(f16);
+
 /// Rounds `x` to a narrower float type, to one of its two neighbours there: to the farther one with
 /// probability (distance to the nearer) / (distance between them), else to the nearer, so that
 /// E[rounded] = x. `u` is uniform in [0, 1). Values the type holds exactly stay as they are.
-pub fn round_stochastic<T: Copy>(x: f32, u: f32, from_f32: fn(f32) -> T, to_f32: fn(T) -> f32, to_bits: fn(T) -> u16, from_bits: fn(u16) -> T) -> T {
-    let near = from_f32(x);
-    let n = to_f32(near);
+pub fn round_stochastic<T: Narrow>(x: f32, u: f32) -> T {
+    let near = T::from_f32(x);
+    let n = near.to_f32();
     if n == x || !x.is_finite() || !n.is_finite() {
         return near;
     }
     // The neighbour on x's other side: one step up or down in magnitude (sign-magnitude bits).
-    let bits = to_bits(near);
+    let bits = near.to_bits();
     let far = if x.abs() > n.abs() {
-        from_bits(if n == 0.0 { (u16::from(x < 0.0) << 15) | 1 } else { bits + 1 })
+        T::from_bits(if n == 0.0 { (u16::from(x < 0.0) << 15) | 1 } else { bits + 1 })
     } else {
-        from_bits(bits - 1)
+        T::from_bits(bits - 1)
     };
-    let f = to_f32(far);
+    let f = far.to_f32();
     if !f.is_finite() {
         return near;
     }
@@ -195,15 +218,17 @@ pub fn round_stochastic<T: Copy>(x: f32, u: f32, from_f32: fn(f32) -> T, to_f32:
     }
 }
 
-/// A uniform draw in [0, 1) from three integers (SplitMix64's finaliser over their mix).
+/// The masters `ps` rounded stochastically, in parallel. Each draw depends on the step, the element
+/// and the master's own bits: reproducible (a resumed run rounds alike) and not shared between
+/// parameters of one shape.
+fn round_all<T: Narrow>(ps: &[f32], time: usize) -> Vec<T> {
+    ps.par_iter().enumerate().map(|(i, &x)| round_stochastic(x, uniform(time as u64, i as u64, x.to_bits()))).collect()
+}
+
+/// A uniform draw in [0, 1) from three integers (dno-math's SplitMix64, reseeded by their mix).
 fn uniform(a: u64, b: u64, c: u32) -> f32 {
-    let mix = |mut z: u64| {
-        z = z.wrapping_add(0x9E37_79B9_7F4A_7C15);
-        z = (z ^ (z >> 30)).wrapping_mul(0xBF58_476D_1CE4_E5B9);
-        z = (z ^ (z >> 27)).wrapping_mul(0x94D0_49BB_1331_11EB);
-        z ^ (z >> 31)
-    };
-    (mix(mix(a ^ (u64::from(c) << 32)) ^ b) >> 40) as f32 / (1u64 << 24) as f32
+    let first = SplitMix64::new(a ^ (u64::from(c) << 32)).next_u64();
+    SplitMix64::new(first ^ b).next_f32()
 }
 
 /// Stochastic rounding with tensor ops (off the CPU's fused path): `x` plus uniform noise of one
@@ -483,7 +508,7 @@ mod tests {
 
     #[test]
     fn stochastic_rounding_is_unbiased_and_exact_on_the_grid() {
-        let r = |x: f32, u: f32| round_stochastic(x, u, bf16::from_f32, bf16::to_f32, bf16::to_bits, bf16::from_bits).to_f32();
+        let r = |x: f32, u: f32| round_stochastic::<bf16>(x, u).to_f32();
         // 1 + 2^-9 lies a quarter of the way from 1 to 1 + 2^-7.
         let x = 1.0 + 1.0 / 512.0;
         assert_eq!(r(x, 0.2), 1.0 + 1.0 / 128.0);
@@ -497,7 +522,7 @@ mod tests {
             let mean = (0..n).map(|i| r(x, (i as f32 + 0.5) / n as f32) as f64).sum::<f64>() / n as f64;
             assert!(((mean - x as f64) / x as f64).abs() < 1e-5, "{x}: mean {mean}");
         }
-        let rf = |x: f32, u: f32| round_stochastic(x, u, f16::from_f32, f16::to_f32, f16::to_bits, f16::from_bits).to_f32();
+        let rf = |x: f32, u: f32| round_stochastic::<f16>(x, u).to_f32();
         let x = 1.0 + 1.0 / 4096.0; // a quarter of f16's spacing (2^-10) above 1
         assert_eq!(rf(x, 0.2), 1.0 + 1.0 / 1024.0);
         assert_eq!(rf(x, 0.3), 1.0);
