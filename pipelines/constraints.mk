@@ -19,6 +19,8 @@ STRATEGY     ?= dno-prct
 PAIR_FLAGS   ?= --basis win-rate --max-pairs-per-prompt 1 --limit 100
 LOSS         ?= dpo
 ETA          ?= 0.1
-LR           ?= 1e-5
+# Tuned on the recipe (README, "A real model that improves"): lr 1e-5 gave 59.4% at iteration 3,
+# 2e-5 gave 64.5%, with eta 0.1, one epoch, one pair per prompt.
+LR           ?= 2e-5
 EPOCHS       ?= 1
 BATCH        ?= 8

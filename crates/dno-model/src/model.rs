@@ -47,8 +47,8 @@ impl Linear {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows: usize = dims[..D - 1].iter().product();
-        let x2: Tensor<2> = x.reshape([rows, d_in]);
-        let dt = x2.dtype();
+        let dt = self.weight.val().dtype();
+        let x2: Tensor<2> = like(x.reshape([rows, d_in]), dt);
         let mut y = match &self.lora {
             Some(l) => {
                 let delta = x2.clone().matmul(like(l.a.val(), dt)).matmul(like(l.b.val(), dt)).mul_scalar(l.scale);
@@ -87,13 +87,25 @@ pub struct RmsNorm {
 }
 
 impl RmsNorm {
+    /// Normalises in f32 whatever `x`'s dtype and returns `x`'s dtype, as transformers does:
+    /// Gemma's `1 + weight` scales in f32 before the cast back, the other families' `weight`
+    /// after it, in the wider of the weight's and `x`'s dtypes (PyTorch's type promotion: exact
+    /// for the f32 weights of [`Llama::autocast`], bf16 × bf16 in a plain bf16 model).
     pub fn forward<const D: usize>(&self, x: Tensor<D>) -> Tensor<D> {
+        let dt = x.dtype();
+        let x = like(x, DType::F32);
         let inv = x.clone().square().mean_dim(D - 1).add_scalar(self.eps).sqrt().recip();
-        let mut w = like(self.weight.val(), x.dtype());
+        let normed = x * inv;
+        let w = self.weight.val();
         if self.offset != 0.0 {
-            w = w.add_scalar(self.offset);
+            return like(normed * like(w, DType::F32).add_scalar(self.offset).unsqueeze::<D>(), dt);
         }
-        x * inv * w.unsqueeze::<D>()
+        let wide = if w.dtype() == DType::F32 { DType::F32 } else { dt };
+        like(like(like(normed, dt), wide) * like(w, wide).unsqueeze::<D>(), dt)
+    }
+
+    fn widen(self) -> Self {
+        RmsNorm { weight: self.weight.map(|w| like(w, DType::F32)), ..self }
     }
 }
 
@@ -380,10 +392,11 @@ impl Block {
         mask: &Tensor<4>,
         cache: Option<LayerCache<'_>>,
     ) -> Tensor<3> {
+        let dt = x.dtype();
         let a = self.self_attn.forward(self.attn_norm.forward(x.clone()), rope, mask, cache);
-        let h = x + maybe_norm(&self.attn_out_norm, a);
+        let h = x + like(maybe_norm(&self.attn_out_norm, a), dt);
         let m = self.mlp.forward(self.mlp_norm.forward(h.clone()));
-        h + maybe_norm(&self.mlp_out_norm, m)
+        h + like(maybe_norm(&self.mlp_out_norm, m), dt)
     }
 }
 
@@ -407,6 +420,10 @@ pub struct Llama {
     /// they may be kept wider (LoRA's f32 adapters on a bf16 base).
     #[module(skip)]
     pub compute_dtype: DType,
+    /// The dtype of the residual stream between blocks: the compute dtype, or f32 after
+    /// [`Llama::autocast`].
+    #[module(skip)]
+    pub residual_dtype: DType,
 }
 
 /// Additive mask value for disallowed attention.
@@ -579,10 +596,36 @@ impl Llama {
             sliding_window: cfg.effective_sliding_window(),
             embed_scale: cfg.embed_scale(),
             compute_dtype: dtype.burn(),
+            residual_dtype: dtype.burn(),
         })
     }
 
-    /// RoPE tables for tokens at `positions[b][t]`.
+    /// Mixed-precision training as PyTorch's autocast runs it: the norm weights in f32 and the
+    /// residual stream (embeddings, residual adds, norms) in f32, the matmuls and attention in the
+    /// compute dtype. A bf16 weight moves only when its f32 master crosses to another bf16 value
+    /// (stochastically rounded, see dno-train's optimiser), which adds noise; the norm weights
+    /// (scales near 1, where bf16's spacing is 2^-7) and the embeddings' rows then reach the
+    /// forward exactly. Parameters keep their ids. A no-op for an f32 model.
+    pub fn autocast(self) -> Self {
+        if self.compute_dtype == DType::F32 {
+            return self;
+        }
+        let opt = |n: Option<RmsNorm>| n.map(RmsNorm::widen);
+        let layers = self
+            .layers
+            .into_iter()
+            .map(|l| Block {
+                attn_norm: l.attn_norm.widen(),
+                self_attn: Attention { q_norm: opt(l.self_attn.q_norm), k_norm: opt(l.self_attn.k_norm), ..l.self_attn },
+                attn_out_norm: opt(l.attn_out_norm),
+                mlp_norm: l.mlp_norm.widen(),
+                mlp_out_norm: opt(l.mlp_out_norm),
+                ..l
+            })
+            .collect();
+        Llama { layers, norm: self.norm.widen(), residual_dtype: DType::F32, ..self }
+    }
+
     /// RoPE tables for tokens at `positions[b][t]`, in the compute dtype (the angles are
     /// computed in f32 on the host, then cast, as transformers does).
     pub fn rope(&self, positions: &[Vec<usize>], device: &Device) -> Rope {
@@ -612,7 +655,7 @@ impl Llama {
         let [b, t] = tokens.dims();
         let d = self.embed_tokens.dims()[1];
         let x = self.embed_tokens.val().select(0, tokens.reshape([b * t])).reshape([b, t, d]);
-        let x = like(x, self.compute_dtype);
+        let x = like(x, self.residual_dtype);
         if self.embed_scale == 1.0 {
             x
         } else {
@@ -650,7 +693,12 @@ impl Llama {
     pub fn forward_hidden_with(&self, tokens: Tensor<2, Int>, rope: &Rope, mask: &Tensor<4>) -> Tensor<3> {
         let (mask, window_mask) = self.layer_masks(mask, rope);
         let x = self.blocks(self.embed(tokens), rope, &mask, window_mask.as_ref(), None);
-        self.norm.forward(x)
+        self.final_norm(x)
+    }
+
+    /// The final norm of the residual stream `x`, in the compute dtype (the head's input).
+    pub(crate) fn final_norm(&self, x: Tensor<3>) -> Tensor<3> {
+        like(self.norm.forward(x), self.compute_dtype)
     }
 
     /// The additive masks the layers of [`Llama::forward_hidden_with`] use: `mask` in the compute
@@ -722,7 +770,7 @@ impl Llama {
         let window_mask = self.sliding_window.map(cached_mask);
         let x = self.blocks(self.embed(tokens), &rope, &mask, window_mask.as_ref(), Some(&mut *cache));
         cache.len = s;
-        self.norm.forward(x)
+        self.final_norm(x)
     }
 }
 

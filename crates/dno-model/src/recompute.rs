@@ -62,7 +62,7 @@ pub fn value_and_grad(
 
     // 2. Final norm and head on a leaf copy of the last output.
     let leaf = Tensor::from_inner(x).require_grad();
-    let hidden = model.norm.forward(leaf.clone());
+    let hidden = model.final_norm(leaf.clone());
     let [b, t, d] = hidden.dims();
     let (l, seq, grads) = score::value_and_grad(model, hidden.reshape([b * t, d]), s, chunk, loss)?;
     let mut g = leaf.grad(&grads).expect("the head's loss depends on the last layer's output");

@@ -59,12 +59,14 @@ pub fn train(
     let total = cfg.total_steps(n);
     // The model's compute dtype (`--dtype`); below f32 the run is mixed-precision.
     let dtype = Dtype::of(base.compute_dtype).unwrap_or(Dtype::F32);
+    // Mixed precision: f32 norms and residual stream, for the policy and the reference alike.
+    let base = base.autocast();
     let model_fp = match &opts.model_fingerprint {
         Some(f) => f.clone(),
         None => reference::weights_fingerprint(&base),
     };
     // Reference log-probs and checkpoints of a bf16 run are not those of an f32 run.
-    let model_fp = if dtype == Dtype::F32 { model_fp } else { format!("{model_fp}|{dtype}") };
+    let model_fp = if dtype == Dtype::F32 { model_fp } else { format!("{model_fp}|{dtype}, f32 norms and residual") };
     let model_fp = match adapter_fp {
         Some(a) => format!("{model_fp}|adapter {a}"),
         None => model_fp,
