@@ -5,7 +5,8 @@
 //! SVG draws one series per run against x = iteration, each starting from π₁ (the baseline every
 //! eval compares with) at iteration 0: win-rate 50% by definition, the baseline's accuracy and
 //! length. A run with a single evaluated iteration (offline DPO, one round) is drawn as its own
-//! marked series: a dashed segment from π₁ to a large marker.
+//! marked series: a solid segment from π₁ to a large marker (dashed lines are kept for the
+//! secondary metric of a panel: LC win-rate, loose accuracy).
 
 use std::collections::BTreeMap;
 use std::fmt::Write as _;
@@ -287,7 +288,7 @@ struct Series<'a> {
 }
 
 impl Series<'_> {
-    /// A single evaluated iteration: drawn dashed from π₁ with a large marker.
+    /// A single evaluated iteration: one segment from π₁ to a large marker.
     fn single(&self) -> bool {
         self.points.len() == 1
     }
@@ -340,12 +341,12 @@ fn draw_marker(chart: &mut Chart<'_, '_>, kind: usize, (x, y): (f64, f64), size:
     Ok(())
 }
 
-/// Draws one series' line (dashed when `dashed`, and for a single-round run) and its markers
+/// Draws one series' line (dashed when `dashed`: a panel's secondary metric) and its markers
 /// (not on π₁'s point, which is drawn once as a black dot).
 fn draw_line(chart: &mut Chart<'_, '_>, s: &Series<'_>, pts: &[(f64, f64)], dashed: bool) -> Result<()> {
     let color = s.color;
     let width = if dashed { 1 } else { 2 };
-    if dashed || s.single() {
+    if dashed {
         chart.draw_series(DashedLineSeries::new(pts.iter().copied(), 7, 4, color.stroke_width(width))).map_err(plot_err)?;
     } else {
         chart.draw_series(LineSeries::new(pts.iter().copied(), color.stroke_width(width))).map_err(plot_err)?;
@@ -365,11 +366,8 @@ fn draw_line(chart: &mut Chart<'_, '_>, s: &Series<'_>, pts: &[(f64, f64)], dash
 fn draw_legend(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, series: &[Series<'_>]) -> Result<()> {
     let font = ("sans-serif", 16).into_font();
     let (mut x, y) = (70i32, 22i32);
-    let entry = |x0: i32, name: &str, color: RGBColor, marker: Option<usize>, dashed: bool| -> Result<i32> {
-        if dashed {
-            area.draw(&PathElement::new(vec![(x0, y), (x0 + 9, y)], color.stroke_width(2))).map_err(plot_err)?;
-            area.draw(&PathElement::new(vec![(x0 + 15, y), (x0 + 24, y)], color.stroke_width(2))).map_err(plot_err)?;
-        } else if marker.is_some() {
+    let entry = |x0: i32, name: &str, color: RGBColor, marker: Option<usize>| -> Result<i32> {
+        if marker.is_some() {
             area.draw(&PathElement::new(vec![(x0, y), (x0 + 24, y)], color.stroke_width(2))).map_err(plot_err)?;
         }
         let style = color.filled();
@@ -386,9 +384,9 @@ fn draw_legend(area: &DrawingArea<SVGBackend<'_>, plotters::coord::Shift>, serie
     };
     for s in series {
         let name = if s.single() { format!("{} (one round)", s.name) } else { s.name.to_string() };
-        x = entry(x, &name, s.color, Some(s.marker), s.single())?;
+        x = entry(x, &name, s.color, Some(s.marker))?;
     }
-    entry(x, "π₁ (iteration 0: the baseline)", RGBColor(0, 0, 0), None, false)?;
+    entry(x, "π₁ (iteration 0: the baseline)", RGBColor(0, 0, 0), None)?;
     Ok(())
 }
 

@@ -340,11 +340,14 @@ fn one_series_per_run_starting_from_pi1_at_iteration_0() {
     for t in 1..4 {
         assert!((a[t].0 - b[t].0).abs() < 20.0, "iteration {t}: {} vs {}", a[t].0, b[t].0);
     }
-    // Offline DPO (one round) is its own, dashed series in a third colour, named in the legend.
+    // Offline DPO (one round) is its own series in a third colour, named in the legend: one solid
+    // segment from π₁ per panel (not dashed: dashed means LC win-rate / loose accuracy).
     let t = texts(&svg);
     assert_eq!(&t[..3], ["dno-prct", "dno-soft", "offline-dpo (one round)"], "legend: one entry per run");
     let third: Vec<_> = lines.iter().filter(|(c, w, _)| w == "2" && !colours.contains(c.as_str()) && c != "#000000").collect();
     assert!(!third.is_empty(), "no offline-dpo segments");
+    let segments: Vec<_> = third.iter().filter(|(_, _, p)| p.len() == 2 && (p[0].0 - x0).abs() < 1e-9).collect();
+    assert_eq!(segments.len(), 3, "one solid π₁ → round-1 segment per panel: {third:?}");
     assert_eq!(t.iter().filter(|x| *x == "0 (π₁)").count(), 3, "iteration 0 is labelled π₁ in every panel");
     assert!(!svg.contains("dno-prct/iter-3"), "no joined labels along one axis");
 }
