@@ -1,7 +1,7 @@
 //! The device suite: the same `dno` commands on the device named by `DNO_TEST_DEVICE` (`wgpu` on
 //! Mesa's software Vulkan driver in CI, `cuda` on a GPU machine) and on the CPU must agree:
-//! sampled log-probs (the model's logits through the CLI), greedy text, the losses of two DPO
-//! steps, and a LoRA step. Build with the device's feature (`--features wgpu` / `cuda`).
+//! sampled log-probs (the model's logits through the CLI), greedy text, temperature / top-p /
+//! top-k / min-p samples (drawn on the device there), the losses of two DPO steps, and a LoRA step. Build with the device's feature (`--features wgpu` / `cuda`).
 //! Without `DNO_TEST_DEVICE` every test prints SKIPPED and returns; `.ci/run` sets it.
 
 mod common;
@@ -29,8 +29,15 @@ fn setup(p: &Path) -> String {
 }
 
 fn samples(p: &Path, model: &str, device: &str, out: &str, temperature: &str, k: &str) -> Vec<SampleRow> {
+    samples_with(p, model, device, out, &["--temperature", temperature, "-k", k, "--top-p", "1.0"])
+}
+
+fn samples_with(p: &Path, model: &str, device: &str, out: &str, sampling: &[&str]) -> Vec<SampleRow> {
     let out = p.join(out);
-    ok(&["sample", "--model", model, "--prompts", s(&p.join("run/prompts-iter-1.parquet")), "--out", s(&out), "-k", k, "--temperature", temperature, "--top-p", "1.0", "--max-new-tokens", "6", "--seed", "5", "--device", device, "--policy", "pi"], p);
+    let prompts = p.join("run/prompts-iter-1.parquet");
+    let mut args = vec!["sample", "--model", model, "--prompts", s(&prompts), "--out", s(&out), "--max-new-tokens", "6", "--seed", "5", "--device", device, "--policy", "pi"];
+    args.extend_from_slice(sampling);
+    ok(&args, p);
     let (_, mut rows) = read_validated::<SampleRow>(&[out]).unwrap();
     rows.sort_by(|a, b| a.sample_id.cmp(&b.sample_id));
     rows
@@ -49,6 +56,28 @@ fn greedy_text_and_logprobs_match_the_cpu() {
         assert_eq!(a.response, b.response, "greedy text differs on {dev} for {}", a.prompt_id);
         let (la, lb) = (a.logprob.unwrap(), b.logprob.unwrap());
         assert!((la - lb).abs() < 1e-3 * (1.0 + la.abs()), "log-prob {la} on cpu vs {lb} on {dev} ({})", a.prompt_id);
+    }
+}
+
+/// Temperature sampling draws on the device there (`dno_model::generate::sample_on_device`) and
+/// on the host on the CPU, from the same per-sample uniforms: the samples must be the same.
+#[test]
+fn sampled_tokens_match_the_cpu() {
+    let Some(dev) = device() else { return };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let model = setup(p);
+    let cases: [&[&str]; 3] = [
+        &["--temperature", "1.0", "-k", "4", "--top-p", "1.0"],
+        &["--temperature", "0.7", "-k", "4", "--top-p", "0.95"],
+        &["--temperature", "0.9", "-k", "4", "--top-p", "0.9", "--top-k", "5", "--min-p", "0.05"],
+    ];
+    for (i, case) in cases.iter().enumerate() {
+        let cpu = samples_with(p, &model, "cpu", &format!("cpu-{i}.parquet"), case);
+        let gpu = samples_with(p, &model, &dev, &format!("dev-{i}.parquet"), case);
+        assert_eq!(cpu.len(), gpu.len());
+        let same = cpu.iter().zip(&gpu).filter(|(a, b)| a.response == b.response).count();
+        assert_eq!(same, cpu.len(), "{case:?}: {same} of {} samples equal on {dev}", cpu.len());
     }
 }
 

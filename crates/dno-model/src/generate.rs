@@ -15,10 +15,10 @@
 use std::collections::{HashMap, VecDeque};
 
 use anyhow::{bail, Result};
-use burn::tensor::{Int, Tensor, TensorData};
+use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 use rayon::prelude::*;
 
-use crate::model::{to_vec_f32, KvCache};
+use crate::model::{like, to_vec_f32, KvCache};
 use crate::LoadedModel;
 
 /// Prompt tokens plus one seed per sample (K = `seeds.len()`).
@@ -100,8 +100,18 @@ fn argmax(logits: &[f32]) -> usize {
     best
 }
 
-/// Draws one token id from `logits` under `p`.
+/// Draws one token id from `logits` under `p` (one draw from `rng` unless greedy).
 pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> usize {
+    if p.temperature <= 0.0 {
+        return argmax(logits);
+    }
+    sample_token_at(logits, p, rng.next_f64())
+}
+
+/// [`sample_token`] with its uniform draw `u` ∈ [0, 1) given: the candidates (after truncation,
+/// in descending order of probability whenever top-k or top-p truncates, else in id order) are
+/// walked until their cumulative weight passes `u` × their total.
+pub fn sample_token_at(logits: &[f32], p: &SamplingParams, u: f64) -> usize {
     if p.temperature <= 0.0 {
         return argmax(logits);
     }
@@ -118,6 +128,9 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> usize 
     if p.top_k > 0 && p.top_k < cand.len() {
         cand.select_nth_unstable_by(p.top_k - 1, desc);
         cand.truncate(p.top_k);
+    }
+    if p.top_k > 0 {
+        cand.sort_by(desc);
     }
     if p.top_p < 1.0 {
         let total: f64 = cand.iter().map(|c| c.1 as f64).sum();
@@ -152,7 +165,7 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> usize 
         cand.retain(|c| c.1 >= p.min_p * pmax);
     }
     let total: f64 = cand.iter().map(|c| c.1 as f64).sum();
-    let mut u = rng.next_f64() * total;
+    let mut u = u * total;
     for c in &cand {
         u -= c.1 as f64;
         if u < 0.0 {
@@ -160,6 +173,94 @@ pub fn sample_token(logits: &[f32], p: &SamplingParams, rng: &mut Rng) -> usize 
         }
     }
     cand.last().map(|c| c.0).unwrap_or_else(|| argmax(logits))
+}
+
+/// Candidates per row the device sampler ranks when top-p truncates without top-k: the top-p
+/// set of almost every step lies inside them; a row whose set does not is drawn on the host.
+const DEVICE_HEAD: usize = 256;
+
+/// One token per row of `logits` `[B, V]`, drawn on the logits' device under `p` with the
+/// same rule as [`sample_token_at`] (`uniforms[r]` is row r's draw; unused when greedy): the
+/// device ranks the head by top-k (burn's one-pass reduction on CubeCL backends), applies
+/// top-k, top-p and min-p there and picks each row's token, so one `[B, 3]` read (token id,
+/// its untempered log-prob, a flag) comes back per step instead of `B × V` logits. A flagged
+/// row (its top-p set reaches past the [`DEVICE_HEAD`] most likely tokens) reads its own logits
+/// back and is drawn by [`sample_token_at`]. The draw sums in f32 where the host sums in f64,
+/// so a draw within ~1e-6 of a candidate boundary can pick its neighbour.
+pub fn sample_on_device(logits: Tensor<2>, p: &SamplingParams, uniforms: &[f64]) -> Result<Vec<(usize, f32)>> {
+    let [b, v] = logits.dims();
+    let device = logits.device();
+    let x = like(logits, DType::F32);
+    let (m, argmax) = x.clone().max_dim_with_indices(1);
+    let lse = m.clone() + (x.clone() - m.clone()).exp().sum_dim(1).log();
+    let read = |t: Tensor<2>, cols: usize| -> Result<Vec<Vec<f32>>> { Ok(to_vec_f32(t)?.chunks(cols).map(<[f32]>::to_vec).collect()) };
+    if p.temperature <= 0.0 {
+        let out = read(Tensor::cat(vec![argmax.float(), m - lse], 1), 2)?;
+        return Ok(out.iter().map(|r| (r[0] as usize, r[1])).collect());
+    }
+    let inv_t = 1.0 / p.temperature;
+    let u: Vec<f32> = uniforms.iter().map(|&u| u as f32).collect();
+    let u = Tensor::<1>::from_data(TensorData::new(u, [b]), (&device, DType::F32)).reshape([b, 1]);
+    // Candidates in the order the host walks them: descending when top-k or top-p truncates.
+    let ranked = p.top_k > 0 || p.top_p < 1.0;
+    let (cand, ids) = if ranked {
+        let h = if p.top_k > 0 { p.top_k } else { DEVICE_HEAD }.min(v);
+        let (vals, ids) = x.clone().topk_with_indices(h, 1);
+        (vals, Some(ids))
+    } else {
+        (x.clone(), None)
+    };
+    let c = cand.dims()[1];
+    let w = (cand.clone() - m.clone()).mul_scalar(inv_t).exp();
+    let mut keep = w.clone().greater_elem(0.0);
+    let mut short = Tensor::<2>::zeros([b, 1], (&device, DType::F32));
+    if p.top_p < 1.0 {
+        // top-p's total: the top-k set's mass, or the whole vocabulary's.
+        let total = if p.top_k > 0 { w.clone().sum_dim(1) } else { (x.clone() - m).mul_scalar(inv_t).exp().sum_dim(1) };
+        let bound = total.mul_scalar(p.top_p);
+        let cum = w.clone().cumsum(1);
+        // Kept while the mass before a candidate is below the bound (the host's prefix rule).
+        keep = keep.bool_and((cum.clone() - w.clone()).lower(bound.clone().expand([b, c])));
+        if p.top_k == 0 && c < v {
+            short = cum.narrow(1, c - 1, 1).lower(bound).float();
+        }
+    }
+    if p.min_p > 0.0 {
+        // The most likely candidate has weight 1 (its logit is the max).
+        keep = keep.bool_and(w.clone().greater_equal_elem(p.min_p));
+    }
+    let kept = w * keep.clone().float();
+    let total = kept.clone().sum_dim(1);
+    let before = kept.cumsum(1).lower_equal((u * total).expand([b, c])).int().sum_dim(1);
+    // The kept candidates are a prefix when ranked; past the last one (rounding), take the last.
+    let last = if ranked {
+        keep.int().sum_dim(1).sub_scalar(1)
+    } else {
+        (Tensor::<1, Int>::arange(0..c as i64, &device).reshape([1, c]).expand([b, c]) * keep.int()).max_dim(1)
+    };
+    let pos = before.clone().mask_where(before.greater(last.clone()), last);
+    let token = match ids {
+        Some(ids) => ids.gather(1, pos.clone()),
+        None => pos.clone(),
+    };
+    let lp = cand.gather(1, pos) - lse;
+    let out = read(Tensor::cat(vec![token.float(), lp, short], 1), 3)?;
+    let mut picked: Vec<(usize, f32)> = out.iter().map(|r| (r[0] as usize, r[1])).collect();
+    for (r, row) in out.iter().enumerate() {
+        if row[2] > 0.5 {
+            let l = to_vec_f32(x.clone().narrow(0, r, 1))?;
+            let tok = sample_token_at(&l, p, uniforms[r]);
+            picked[r] = (tok, logprob_of(&l, tok));
+        }
+    }
+    Ok(picked)
+}
+
+/// Whether decode steps draw on the device ([`sample_on_device`]): on GPU backends. On the CPU
+/// the logits are already in host memory, and the host sampler's partial selection is faster
+/// than burn-flex's top-k, which sorts the whole vocabulary.
+fn samples_on_device(device: &Device) -> bool {
+    device.clone().inner() != Device::flex()
 }
 
 struct Row {
@@ -325,6 +426,7 @@ const PREFILL_TOKENS: usize = 8192;
 fn decode(lm: &LoadedModel, reqs: &[GenRequest], p: &SamplingParams, on_row: &mut dyn FnMut(Row) -> Result<()>) -> Result<()> {
     let model = &lm.model;
     let device = model.device();
+    let on_device = samples_on_device(&device);
     let mut queue: VecDeque<(usize, usize)> = reqs.iter().enumerate().flat_map(|(i, r)| (0..r.seeds.len()).map(move |s| (i, s))).collect();
     let Some(p_max) = reqs.iter().filter(|r| !r.seeds.is_empty()).map(|r| r.prompt.len()).max() else {
         return Ok(());
@@ -437,17 +539,23 @@ fn decode(lm: &LoadedModel, reqs: &[GenRequest], p: &SamplingParams, on_row: &mu
         let pads: Vec<usize> = rows.iter().map(|r| r.left_pad).collect();
         let tokens = Tensor::<2, Int>::from_data(TensorData::new(ids, [b, 1]), &device);
         let hidden = model.forward_cached(tokens, &start, &pads, &mut cache);
-        let logits = to_vec_f32(model.lm_head(hidden))?;
-        let v = logits.len() / b;
-        // Rows sample independently (each has its own RNG), so this runs on all cores.
-        let picked: Vec<(usize, f32)> = rows
-            .into_par_iter()
-            .zip(logits.par_chunks(v))
-            .map(|(row, l)| {
-                let tok = sample_token(l, p, &mut row.rng);
-                (tok, logprob_of(l, tok))
-            })
-            .collect();
+        let logits = model.lm_head(hidden);
+        let picked: Vec<(usize, f32)> = if on_device {
+            let uniforms: Vec<f64> = rows.into_iter().map(|r| if p.temperature > 0.0 { r.rng.next_f64() } else { 0.0 }).collect();
+            let v = logits.dims()[2];
+            sample_on_device(logits.reshape([b, v]), p, &uniforms)?
+        } else {
+            let logits = to_vec_f32(logits)?;
+            let v = logits.len() / b;
+            // Rows sample independently (each has its own RNG), so this runs on all cores.
+            rows.into_par_iter()
+                .zip(logits.par_chunks(v))
+                .map(|(row, l)| {
+                    let tok = sample_token(l, p, &mut row.rng);
+                    (tok, logprob_of(l, tok))
+                })
+                .collect()
+        };
         for (slot, (tok, lp)) in slots.iter_mut().zip(picked) {
             let row = slot.as_mut().expect("every slot is live");
             row.push(lm, p, tok as u32, lp)?;
@@ -461,6 +569,52 @@ fn decode(lm: &LoadedModel, reqs: &[GenRequest], p: &SamplingParams, on_row: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The device sampler (run here on the CPU backend) picks what the host sampler picks from
+    /// the same uniforms, for every truncation and for rows that fall back to the host.
+    #[test]
+    fn device_sampler_draws_what_the_host_draws() {
+        let (b, v) = (12, 1000);
+        let mut rng = Rng::new(7);
+        // Peaked rows (a few dominant ids) and flat rows (top-p reaches past DEVICE_HEAD).
+        let logits: Vec<f32> = (0..b * v)
+            .map(|i| {
+                let (r, j) = (i / v, i % v);
+                let noise = rng.next_f64() as f32;
+                if r % 3 == 2 { noise * 0.1 } else { noise * 4.0 + if j % 97 == r { 6.0 } else { 0.0 } }
+            })
+            .collect();
+        let device = Device::flex();
+        let t = Tensor::<2>::from_data(TensorData::new(logits.clone(), [b, v]), &device);
+        let base = SamplingParams { temperature: 1.0, top_p: 1.0, ..Default::default() };
+        let cases = [
+            SamplingParams { temperature: 0.0, ..base.clone() },
+            base.clone(),
+            SamplingParams { temperature: 0.7, top_p: 0.95, ..base.clone() },
+            SamplingParams { top_k: 20, ..base.clone() },
+            SamplingParams { temperature: 0.8, top_p: 0.9, top_k: 50, ..base.clone() },
+            SamplingParams { top_p: 0.99, min_p: 0.05, ..base.clone() },
+            SamplingParams { min_p: 0.2, ..base.clone() },
+        ];
+        // A flat row's top-p set at T = 0.7 reaches past DEVICE_HEAD, so it is drawn by the fallback.
+        let mut w: Vec<f64> = logits[2 * v..3 * v].iter().map(|&x| ((x / 0.7) as f64).exp()).collect();
+        w.sort_by(|a, b| b.total_cmp(a));
+        let total: f64 = w.iter().sum();
+        let head: f64 = w[..DEVICE_HEAD].iter().sum();
+        assert!(head < 0.95 * total, "the flat row must need more than DEVICE_HEAD candidates");
+        for p in &cases {
+            for _ in 0..20 {
+                let u: Vec<f64> = (0..b).map(|_| rng.next_f64()).collect();
+                let dev = sample_on_device(t.clone(), p, &u).unwrap();
+                for (r, &(tok, lp)) in dev.iter().enumerate() {
+                    let row = &logits[r * v..(r + 1) * v];
+                    let want = sample_token_at(row, p, u[r]);
+                    assert_eq!(tok, want, "{p:?} row {r} u {}", u[r]);
+                    assert!((lp - logprob_of(row, tok)).abs() < 1e-4, "{p:?} row {r}: log-prob {lp}");
+                }
+            }
+        }
+    }
 
     #[test]
     fn sampler_truncations() {

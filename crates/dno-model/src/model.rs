@@ -289,47 +289,38 @@ impl Rope {
         }
     }
 
-    /// `mask` plus a sliding window of `window` keys over `positions` (no cache: keys are the queries).
+    /// `mask` plus a sliding window of `window` keys over `positions` (no cache: keys are the
+    /// queries), built on the mask's device from the `[B, T]` positions.
     pub fn window_mask(&self, mask: &Tensor<4>, window: usize) -> Tensor<4> {
-        let b = self.positions.len();
-        let t = self.positions.first().map(|p| p.len()).unwrap_or(0);
-        let mut m = vec![0f32; b * t * t];
-        for (r, pos) in self.positions.iter().enumerate() {
-            for i in 0..t {
-                for j in 0..t {
-                    if pos[i] >= pos[j] + window {
-                        m[(r * t + i) * t + j] = MASKED;
-                    }
-                }
-            }
-        }
-        mask.clone() + Tensor::from_data(TensorData::new(m, [b, 1, t, t]), (&mask.device(), mask.dtype()))
+        let device = mask.device();
+        let pos = positions_tensor(&self.positions, &device);
+        let [b, t] = pos.dims();
+        let query = pos.clone().reshape([b, 1, t, 1]).expand([b, 1, t, t]);
+        let key = pos.reshape([b, 1, 1, t]).expand([b, 1, t, t]);
+        let outside = query.greater_equal(key.add_scalar(window as i64));
+        mask.clone() + Tensor::<4>::zeros([b, 1, t, t], (&device, mask.dtype())).mask_fill(outside, MASKED)
     }
 }
 
+/// `positions[b][t]` as an Int tensor `[B, T]` (the only host data RoPE tables and window masks need).
+fn positions_tensor(positions: &[Vec<usize>], device: &Device) -> Tensor<2, Int> {
+    let b = positions.len();
+    let t = positions.first().map(|p| p.len()).unwrap_or(0);
+    let flat: Vec<i64> = positions.iter().flat_map(|r| r.iter().map(|&p| p as i64)).collect();
+    Tensor::from_data(TensorData::new(flat, [b, t]), device)
+}
+
 impl RopeTable {
+    /// cos/sin of `position × inv_freq` for each token, computed on `device` in f32 (only the
+    /// positions and the frequencies go there).
     pub fn new(inv_freq: &[f32], positions: &[Vec<usize>], device: &Device) -> Self {
-        let b = positions.len();
-        let t = positions.first().map(|p| p.len()).unwrap_or(0);
-        let half = inv_freq.len();
-        let hd = 2 * half;
-        let mut cos = Vec::with_capacity(b * t * hd);
-        let mut sin = Vec::with_capacity(b * t * hd);
-        for row in positions {
-            for &p in row {
-                for _rep in 0..2 {
-                    for &f in inv_freq {
-                        let a = p as f32 * f;
-                        cos.push(a.cos());
-                        sin.push(a.sin());
-                    }
-                }
-            }
-        }
-        RopeTable {
-            cos: Tensor::from_data(TensorData::new(cos, [b, 1, t, hd]), device),
-            sin: Tensor::from_data(TensorData::new(sin, [b, 1, t, hd]), device),
-        }
+        let pos = positions_tensor(positions, device);
+        let [b, t] = pos.dims();
+        let hd = 2 * inv_freq.len();
+        let freq: Vec<f32> = inv_freq.iter().chain(inv_freq).copied().collect(); // rotate-half layout
+        let freq = Tensor::<1>::from_data(TensorData::new(freq, [hd]), (device, DType::F32)).reshape([1, 1, 1, hd]);
+        let angle = like(pos.float(), DType::F32).reshape([b, 1, t, 1]) * freq;
+        RopeTable { cos: angle.clone().cos(), sin: angle.sin() }
     }
 
     /// x: `[B, H, T, hd]`.
@@ -752,19 +743,19 @@ impl Llama {
             start_pos.iter().map(|&p| (p..p + t).collect()).collect();
         let rope = self.rope(&positions, &device);
         // Cache slot j of row r holds position j - left_pad[r]: slot distance is position distance.
+        // Built on the device from the B pads: key slot j is hidden from query i (at slot past + i)
+        // when it is padding, in the future, or `window` or more slots back.
+        let pads: Vec<i64> = (0..b).map(|r| left_pad.get(r).copied().unwrap_or(0) as i64).collect();
+        let shape = [b, 1, t, s];
+        let pad = Tensor::<1, Int>::from_data(TensorData::new(pads, [b]), &device).reshape([b, 1, 1, 1]).expand(shape);
+        let key = Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, 1, 1, s]).expand(shape);
+        let query = Tensor::<1, Int>::arange(past as i64..s as i64, &device).reshape([1, 1, t, 1]).expand(shape);
         let cached_mask = |window: usize| {
-            let mut mask = vec![0f32; b * t * s];
-            for r in 0..b {
-                let pad = left_pad.get(r).copied().unwrap_or(0);
-                for i in 0..t {
-                    for j in 0..s {
-                        if j < pad || j > past + i || j + window <= past + i {
-                            mask[(r * t + i) * s + j] = MASKED;
-                        }
-                    }
-                }
+            let mut hidden = key.clone().lower(pad.clone()).bool_or(key.clone().greater(query.clone()));
+            if window < s {
+                hidden = hidden.bool_or(key.clone().add_scalar(window as i64).lower_equal(query.clone()));
             }
-            Tensor::<4>::from_data(TensorData::new(mask, [b, 1, t, s]), (&device, self.compute_dtype))
+            Tensor::<4>::zeros(shape, (&device, self.compute_dtype)).mask_fill(hidden, MASKED)
         };
         let mask = cached_mask(usize::MAX / 2);
         let window_mask = self.sliding_window.map(cached_mask);
@@ -774,15 +765,12 @@ impl Llama {
     }
 }
 
-/// Additive causal mask `[1, 1, T, T]`.
+/// Additive causal mask `[1, 1, T, T]`, built on `device`.
 pub fn causal_mask(t: usize, device: &Device) -> Tensor<4> {
-    let mut m = vec![0f32; t * t];
-    for i in 0..t {
-        for j in i + 1..t {
-            m[i * t + j] = MASKED;
-        }
-    }
-    Tensor::from_data(TensorData::new(m, [1, 1, t, t]), device)
+    let shape = [1, 1, t, t];
+    let key = Tensor::<1, Int>::arange(0..t as i64, device).reshape([1, 1, 1, t]).expand(shape);
+    let query = Tensor::<1, Int>::arange(0..t as i64, device).reshape([1, 1, t, 1]).expand(shape);
+    Tensor::<4>::zeros(shape, device).mask_fill(key.greater(query), MASKED)
 }
 
 /// Reads a float tensor back to host memory as f32.
