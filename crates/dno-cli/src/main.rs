@@ -84,7 +84,10 @@ fn main() {
         Command::Sample(a) => cmd::sample::run(a),
         Command::Annotate(a) => cmd::annotate::run(a),
         Command::Pair(a) => cmd::pair::run(a),
-        Command::Train(a) => cmd::train::run(a),
+        Command::Train(a) => {
+            dno_model::device::one_malloc_arena();
+            cmd::train::run(a)
+        }
         Command::Eval(a) => cmd::eval::run(a),
         Command::Merge(a) => cmd::merge::run(a),
         Command::Report(a) => cmd::report::run(a),

@@ -111,6 +111,22 @@ pub fn tune_allocator() {
     });
 }
 
+/// Makes the process allocate from one malloc arena instead of glibc's default of up to 8 per
+/// core; `dno train` calls it first thing, before any thread allocates. Each training shard thread
+/// otherwise frees its activations into an arena of its own, where the holes stay resident and
+/// other threads' allocations cannot reuse them. Measured (`bench_train --steps 3 --batch 8
+/// --seq-len 120 --dtype bf16 --gradient-checkpointing`, 2 cores, 2 shards, interleaved runs):
+/// peak RSS 2740-2767 MiB with one arena vs 2847-2895 MiB by default, at the same tokens/s (108.4
+/// vs 108.9). Sampling keeps the default: with one arena it ran 6% slower. No-op outside
+/// Linux/glibc.
+pub fn one_malloc_arena() {
+    #[cfg(all(target_os = "linux", target_env = "gnu"))]
+    // SAFETY: mallopt only changes allocator tunables; it is safe to call at any time.
+    unsafe {
+        libc::mallopt(libc::M_ARENA_MAX, 1);
+    }
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;

@@ -61,6 +61,7 @@ fn load_average() -> String {
 }
 
 fn main() -> Result<()> {
+    dno_model::device::one_malloc_arena();
     let mut model = std::env::var("HOME")
         .map(|h| PathBuf::from(h).join(".cache/dno/models/SmolLM2-135M-Instruct.Q4_1.gguf"))
         .unwrap_or_default();
