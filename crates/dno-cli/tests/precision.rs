@@ -211,7 +211,9 @@ fn mib(table: &str, name: &str) -> f64 {
 }
 
 /// `--dry-run --dtype bf16` counts bf16 weights and gradients, the optimiser's f32 master copies
-/// beside its f32 moments, and bf16 activations.
+/// beside its f32 moments, and bf16 activations but for the f32 residual stream and norms (on this
+/// tiny model the f32 head chunk dominates them, so the printed MiB may round to the same value;
+/// `dno_train::memory`'s unit test checks the exact arithmetic).
 #[test]
 fn dry_run_knows_the_dtype() {
     let d = tempfile::tempdir().unwrap();
@@ -224,5 +226,5 @@ fn dry_run_knows_the_dtype() {
     assert!(near(mib(&b, "weights"), 0.5 * mib(&f, "weights")), "{f}\n{b}");
     assert!(near(mib(&b, "gradients"), 0.5 * mib(&f, "gradients")), "{f}\n{b}");
     assert!(near(mib(&b, "optimizer"), 1.5 * mib(&f, "optimizer")), "{f}\n{b}");
-    assert!(mib(&b, "activations") < mib(&f, "activations"), "{f}\n{b}");
+    assert!(mib(&b, "activations") <= mib(&f, "activations"), "{f}\n{b}");
 }

@@ -4,7 +4,8 @@
 //! Under mixed precision (`--dtype bf16`/`f16`, full fine-tuning) the parameters and their
 //! gradients are in the compute dtype, and the optimiser state holds an f32 master copy of every
 //! parameter beside the two f32 AdamW moments ([`crate::optim`]); activations are in the compute
-//! dtype; the head's log-softmax works on f32 chunks. With LoRA the frozen base is stored in the
+//! dtype but for the residual stream and the norms, which stay f32 (`Model::autocast`); the head's
+//! log-softmax works on f32 chunks. With LoRA the frozen base is stored in the
 //! compute dtype and only the adapters (and their gradients) are f32.
 //!
 //! Activations are counted from what burn's autodiff keeps for the backward pass of one
@@ -119,6 +120,16 @@ pub fn estimate(model: &LlamaConfig, cfg: &TrainConfig, w: &Workload) -> MemoryE
     let graph = tokens * (layers * per_token + recomputed + 3 * d) + (w.rows * w.width * w.width) as u64;
     let head = shards * 3 * (HEAD_CHUNK as u64) * model.vocab_size as u64;
     let s = w.dtype.size() as u64;
+    // Under mixed precision the residual stream and the norms stay f32 (`Model::autocast`): per
+    // token, each layer's two norm inputs and outputs (4·D; with checkpointing its f32 input, D,
+    // and 4·D for the layer being recomputed), the embedding output and the final norm (3·D).
+    let f32_floats = if w.dtype == Dtype::F32 {
+        0
+    } else if w.gradient_checkpointing {
+        tokens * (layers * d + 4 * d + 3 * d)
+    } else {
+        tokens * (layers * 4 * d + 3 * d)
+    };
     // Trainable parameters (and so their gradients) are f32 in an f32 run and LoRA's adapters,
     // else in the compute dtype.
     let (weights, grad_bytes, masters) = match (&cfg.lora, w.dtype) {
@@ -133,7 +144,7 @@ pub fn estimate(model: &LlamaConfig, cfg: &TrainConfig, w: &Workload) -> MemoryE
         weights,
         gradients: shards * trainable * grad_bytes + accumulator,
         optimizer: 2 * trainable * F32 + masters,
-        activations: graph * s + head * F32,
+        activations: (graph - f32_floats) * s + (f32_floats + head) * F32,
     }
 }
 
@@ -204,11 +215,13 @@ mod tests {
         let ck = estimate(&m, &cfg, &Workload { gradient_checkpointing: true, ..w });
         assert_eq!(ck.activations, (30 * (2 * 8 + 168 + 24) + 300 + 2 * 3 * HEAD_CHUNK as u64 * 100) * 4);
         assert!(ck.activations < e.activations && ck.weights == e.weights);
-        // bf16: bf16 weights and gradients, f32 masters and moments, bf16 graph, f32 head.
+        // bf16: bf16 weights and gradients, f32 masters and moments, a bf16 graph but for the
+        // f32 residual and norms (30 tokens x (2 layers x 4·8 + 3·8) floats), f32 head.
         let bf = estimate(&m, &cfg, &Workload { dtype: Dtype::Bf16, ..w });
         assert_eq!(bf.weights, 1800 * 2);
         assert_eq!((bf.gradients, bf.optimizer), (2 * 1800 * 2, 3 * 1800 * 4));
-        assert_eq!(bf.activations, graph * 2 + 2 * 3 * HEAD_CHUNK as u64 * 100 * 4);
+        let f32_floats = 30 * (2 * 32 + 24);
+        assert_eq!(bf.activations, (graph - f32_floats) * 2 + (f32_floats + 2 * 3 * HEAD_CHUNK as u64 * 100) * 4);
         // bf16 LoRA: the frozen base in bf16, the adapters in f32.
         assert_eq!(estimate(&m, &lora, &Workload { dtype: Dtype::Bf16, ..w }).weights, 1800 * 2 + 144 * 4);
     }
