@@ -1,5 +1,5 @@
 //! `dno train`'s memory options through the CLI: `--gradient-checkpointing` gives the same
-//! losses and gradient norms as a run without it.
+//! losses and gradient norms as a run without it; `--group-by-length` orders steps by length.
 
 mod common;
 use common::*;
@@ -65,4 +65,29 @@ fn dry_run_prints_the_memory_estimate_and_trains_nothing() {
     assert!(mib(&ckpt, "activations") < mib(&plain, "activations"), "{plain}\n{ckpt}");
     assert_eq!(mib(&ckpt, "weights"), mib(&plain, "weights"));
     assert!(!p.join("dry/model").exists() && !p.join("dry/checkpoint").exists(), "a dry run trains nothing");
+}
+
+/// `--group-by-length` puts examples of similar length into the same step: over one epoch the
+/// steps' real token counts fall (longest first) where the plain shuffled order's do not, and
+/// the epoch still visits every example once (same total tokens).
+#[test]
+fn group_by_length_orders_steps_by_length() {
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let s = |x: &str| p.join(x).to_str().unwrap().to_string();
+    ok(&["demo", "init", "--out", &s("run"), "--iterations", "1", "--prompts-per-iteration", "4", "--sft-prompts", "32", "--eval-prompts", "4", "--hidden", "32"], p);
+    let tokens = |out: &str, extra: &[&str]| -> Vec<u64> {
+        let mut args = vec!["train", "--loss", "sft", "--model", "run/model", "--prompts", "run/sft_prompts.parquet", "--out", out, "--lr", "1e-3", "--epochs", "1", "--batch-size", "4"];
+        args.extend_from_slice(extra);
+        ok(&args, p);
+        let text = std::fs::read_to_string(p.join(out).join("metrics.jsonl")).unwrap();
+        text.lines().map(|l| serde_json::from_str::<serde_json::Value>(l).unwrap()["tokens"].as_u64().unwrap()).collect()
+    };
+    let plain = tokens("plain", &[]);
+    let grouped = tokens("grouped", &["--group-by-length"]);
+    assert_eq!(plain.len(), 8);
+    assert_eq!(plain.iter().sum::<u64>(), grouped.iter().sum::<u64>(), "{plain:?} vs {grouped:?}");
+    assert!(grouped.windows(2).all(|w| w[0] >= w[1]), "grouped steps longest first: {grouped:?}");
+    assert!(plain.windows(2).any(|w| w[0] < w[1]), "the plain order is not already sorted: {plain:?}");
+    assert_ne!(plain, grouped);
 }

@@ -86,6 +86,11 @@ pub struct TrainConfig {
     /// `adapter_config.json` (rank, alpha, targets).
     #[serde(default, skip_serializing_if = "Option::is_none")]
     pub init_adapter: Option<std::path::PathBuf>,
+    /// Group examples of similar length into the same step (`dno train --group-by-length`, as
+    /// HF's `group_by_length`): less padding, since each micro-batch is padded to its widest row.
+    /// See [`group_by_length`].
+    #[serde(default, skip_serializing_if = "std::ops::Not::not")]
+    pub group_by_length: bool,
 }
 
 impl Default for TrainConfig {
@@ -108,6 +113,7 @@ impl Default for TrainConfig {
             checkpoint_every: 0,
             max_len: 1024,
             init_adapter: None,
+            group_by_length: false,
         }
     }
 }
@@ -212,9 +218,47 @@ pub fn epoch_order(n: usize, seed: u64, epoch: usize) -> Vec<usize> {
     order
 }
 
+/// Steps per length group in [`group_by_length`] (HF's `LengthGroupedSampler` uses 50 batches).
+pub const LENGTH_GROUP_STEPS: usize = 50;
+
+/// Reorders a shuffled epoch `order` so that each step's `per_step` examples have similar
+/// lengths: the order is cut into groups of [`LENGTH_GROUP_STEPS`] steps, and each group is sorted
+/// by `len` (longest first, ties kept in shuffled order). The steps stay a random partition of the
+/// epoch at the group's scale, and the result is a pure function of its inputs, so a resumed run
+/// reproduces it.
+pub fn group_by_length(order: &[usize], per_step: usize, len: impl Fn(usize) -> usize) -> Vec<usize> {
+    let mut out = Vec::with_capacity(order.len());
+    for group in order.chunks(per_step.max(1) * LENGTH_GROUP_STEPS) {
+        let mut g = group.to_vec();
+        g.sort_by_key(|&i| std::cmp::Reverse(len(i)));
+        out.extend(g);
+    }
+    out
+}
+
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn group_by_length_sorts_within_groups_and_keeps_every_example() {
+        let lens = |i: usize| (i * 37) % 101;
+        let order = epoch_order(250, 3, 0);
+        let g = group_by_length(&order, 2, lens);
+        let mut sorted = g.clone();
+        sorted.sort();
+        assert_eq!(sorted, (0..250).collect::<Vec<_>>(), "a permutation");
+        // Groups of 100: the same members as the shuffled order's, each longest first.
+        for (a, b) in order.chunks(100).zip(g.chunks(100)) {
+            let (mut a, b2) = (a.to_vec(), b.to_vec());
+            a.sort();
+            let mut bs = b2.clone();
+            bs.sort();
+            assert_eq!(a, bs);
+            assert!(b.windows(2).all(|w| lens(w[0]) >= lens(w[1])));
+        }
+        assert_eq!(g, group_by_length(&order, 2, lens), "deterministic");
+    }
 
     #[test]
     fn schedule_warmup_then_cosine_to_zero() {

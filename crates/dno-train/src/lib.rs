@@ -63,6 +63,12 @@ impl TrainExample {
         let rejected = if with_rejected { self.rejected_tokens.as_deref() } else { None };
         (&self.prompt_tokens, &self.chosen_tokens, rejected)
     }
+
+    /// Tokens of the example's packed row: prompt, chosen and rejected responses (what
+    /// `--group-by-length` sorts by).
+    pub fn len(&self) -> usize {
+        self.prompt_tokens.len() + self.chosen_tokens.len() + self.rejected_tokens.as_ref().map_or(0, Vec::len)
+    }
 }
 
 /// Metrics of one optimiser step. Preference metrics are `None` for sft.

@@ -15,7 +15,7 @@ use dno_model::{Dtype, LoadedModel, Llama};
 
 use crate::batch::{share_limit, to_host, value_and_grad, PackedBatch};
 use crate::checkpoint::{self, TrainState};
-use crate::config::epoch_order;
+use crate::config::{epoch_order, group_by_length};
 use crate::loss::{pair_losses, PairLogps, PairTargetTensors};
 use crate::parallel::{split_even, ShardPlan};
 use crate::reference::{self, RefLogps};
@@ -194,6 +194,9 @@ pub fn train(
         let epoch = state.step / steps_per_epoch;
         if epoch != order_epoch {
             order = epoch_order(n, cfg.seed, epoch);
+            if cfg.group_by_length {
+                order = group_by_length(&order, per_step, |i| examples[i].len());
+            }
             order_epoch = epoch;
         }
         let pos = state.step % steps_per_epoch;

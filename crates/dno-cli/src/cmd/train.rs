@@ -78,6 +78,10 @@ pub struct Args {
     /// Max prompt+response tokens per sequence.
     #[arg(long, default_value_t = TrainConfig::default().max_len)]
     pub max_len: usize,
+    /// Put pairs of similar length into the same step (sorted by length within groups of 50
+    /// steps of the shuffled epoch): less padding, faster steps, at the cost of less random batches.
+    #[arg(long)]
+    pub group_by_length: bool,
     /// System message for the chat template (a row's own `system` wins).
     #[arg(long)]
     pub system: Option<String>,
@@ -203,6 +207,7 @@ pub fn run(a: Args) -> Result<()> {
         checkpoint_every: a.checkpoint_every,
         max_len: a.max_len,
         init_adapter: a.init_adapter.clone(),
+        group_by_length: a.group_by_length,
     };
     cfg.validate()?;
 
