@@ -29,6 +29,7 @@ fn base_cfg(loss: LossKind) -> TrainConfig {
         checkpoint_every: 0,
         max_len: 32,
         init_adapter: None,
+        group_by_length: false,
     }
 }
 
