@@ -129,7 +129,8 @@ pub fn sample_token_at(logits: &[f32], p: &SamplingParams, u: f64) -> usize {
         cand.select_nth_unstable_by(p.top_k - 1, desc);
         cand.truncate(p.top_k);
     }
-    if p.top_k > 0 {
+    // Walked in descending order whenever a truncation applies (top-p below sorts its own head).
+    if p.top_k > 0 && p.top_p >= 1.0 {
         cand.sort_by(desc);
     }
     if p.top_p < 1.0 {

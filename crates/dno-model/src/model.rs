@@ -748,8 +748,7 @@ impl Llama {
         let pads: Vec<i64> = (0..b).map(|r| left_pad.get(r).copied().unwrap_or(0) as i64).collect();
         let shape = [b, 1, t, s];
         let pad = Tensor::<1, Int>::from_data(TensorData::new(pads, [b]), &device).reshape([b, 1, 1, 1]).expand(shape);
-        let key = Tensor::<1, Int>::arange(0..s as i64, &device).reshape([1, 1, 1, s]).expand(shape);
-        let query = Tensor::<1, Int>::arange(past as i64..s as i64, &device).reshape([1, 1, t, 1]).expand(shape);
+        let (key, query) = (index_grid(0, shape, 3, &device), index_grid(past, shape, 2, &device));
         let cached_mask = |window: usize| {
             let mut hidden = key.clone().lower(pad.clone()).bool_or(key.clone().greater(query.clone()));
             if window < s {
@@ -768,9 +767,17 @@ impl Llama {
 /// Additive causal mask `[1, 1, T, T]`, built on `device`.
 pub fn causal_mask(t: usize, device: &Device) -> Tensor<4> {
     let shape = [1, 1, t, t];
-    let key = Tensor::<1, Int>::arange(0..t as i64, device).reshape([1, 1, 1, t]).expand(shape);
-    let query = Tensor::<1, Int>::arange(0..t as i64, device).reshape([1, 1, t, 1]).expand(shape);
+    let (key, query) = (index_grid(0, shape, 3, device), index_grid(0, shape, 2, device));
     Tensor::<4>::zeros(shape, device).mask_fill(key.greater(query), MASKED)
+}
+
+/// `start, start + 1, ...` along `axis` of `shape` (2: query slots, 3: key slots), broadcast to
+/// `shape`: the index grids the masks compare.
+fn index_grid(start: usize, shape: [usize; 4], axis: usize, device: &Device) -> Tensor<4, Int> {
+    let n = shape[axis];
+    let mut along = [1; 4];
+    along[axis] = n;
+    Tensor::<1, Int>::arange(start as i64..(start + n) as i64, device).reshape(along).expand(shape)
 }
 
 /// Reads a float tensor back to host memory as f32.
