@@ -4,7 +4,7 @@
 #
 #   bash scripts/bench_side_by_side.sh [--reps 2] [--prompts 16] [--k 8] [--max-new-tokens 128]
 #        [--pairs 24] [--threads 2] [--np 64] [--dno PATH] [--python PATH] [--llama-build DIR]
-#        [--gguf PATH] [--out DIR] [--skip-sample] [--skip-train]
+#        [--gguf PATH] [--out DIR] [--skip-sample] [--skip-train] [--skip-trl-bf16]
 #
 # 1. Sampling through the real CLI path: `dno sample` with the burn engine (chat prompts, K samples
 #    each, T=0.7, top-p 0.95, EOS on, model load included) against llama.cpp's `llama-server`
@@ -31,7 +31,7 @@ REPS=2 PROMPTS=16 K=8 MAX_NEW=128 PAIRS=24 THREADS=2 NP=64
 DNO="${CARGO_TARGET_DIR:-target}/release/dno"
 PY=/work/venv-ref/bin/python
 LLAMA_BUILD="${LLAMA_BUILD:-/work/llama-build}"
-GGUF="" OUT="${TMPDIR:-/tmp}/dno-bench" DO_SAMPLE=1 DO_TRAIN=1
+GGUF="" OUT="${TMPDIR:-/tmp}/dno-bench" DO_SAMPLE=1 DO_TRAIN=1 TRL_BF16=1
 while [[ $# -gt 0 ]]; do
     case $1 in
         --reps) REPS=$2; shift 2 ;;
@@ -45,6 +45,7 @@ while [[ $# -gt 0 ]]; do
         --python) PY=$2; shift 2 ;;
         --llama-build) LLAMA_BUILD=$2; shift 2 ;;
         --gguf) GGUF=$2; shift 2 ;;
+        --skip-trl-bf16) TRL_BF16=0; shift ;;
         --out) OUT=$2; shift 2 ;;
         --skip-sample) DO_SAMPLE=0; shift ;;
         --skip-train) DO_TRAIN=0; shift ;;
@@ -111,6 +112,11 @@ if [[ $DO_SAMPLE = 1 ]]; then
         timed "sample.$rep" "$DNO" sample --model "$GGUF" --prompts "$OUT/prompts.parquet" \
             --out "$OUT/samples.$rep.parquet" "${SAMPLING[@]}"
         printf 'sample\tdno\t%s\t%s\t%s\t%s\n' "$rep" "$SECS" "$(new_tokens "$OUT/sample.$rep.err")" "$RSS" >>"$RES"
+        # --dtype bf16: the AVX512-BF16 kernel where the CPU has it (dno_model::bf16mm), else burn's bf16.
+        rm -rf "$OUT/samples-bf16.$rep.parquet"
+        timed "sample-bf16.$rep" "$DNO" sample --model "$GGUF" --prompts "$OUT/prompts.parquet" \
+            --out "$OUT/samples-bf16.$rep.parquet" "${SAMPLING[@]}" --dtype bf16
+        printf 'sample\tdno --dtype bf16\t%s\t%s\t%s\t%s\n' "$rep" "$SECS" "$(new_tokens "$OUT/sample-bf16.$rep.err")" "$RSS" >>"$RES"
     done
     if [[ -n "$SERVER_PID" ]]; then
         SERVER_RSS=$(awk '/^VmHWM:/ {print int($2 / 1024)}' "/proc/$SERVER_PID/status")
@@ -143,6 +149,11 @@ if [[ $DO_TRAIN = 1 ]]; then
                 --threads "$THREADS"; then
             printf 'train\tTRL\t%s\t%s\t-\t%s\n' "$rep" "$SECS" "$RSS" >>"$RES"
         fi
+        # TRL's bf16 autocast (DPOConfig bf16=True): torch's CPU bf16 matmuls (oneDNN, AVX512-BF16).
+        if [[ $TRL_BF16 = 1 ]] && timed "trl-bf16.$rep" "$PY" scripts/gpu_check_peers.py dpo --gguf "$GGUF" --device cpu \
+                --pairs "$OUT/pairs.jsonl" --threads "$THREADS" --bf16; then
+            printf 'train\tTRL bf16\t%s\t%s\t-\t%s\n' "$rep" "$SECS" "$RSS" >>"$RES"
+        fi
         rm -rf "$OUT/train.$rep"
         timed "train.$rep" "$DNO" train --model "$GGUF" --pairs "$OUT/pairs.parquet" --out "$OUT/train.$rep" \
             --loss dpo --eta 0.1 --lr 5e-7 --epochs 1 --batch-size 8
@@ -150,7 +161,7 @@ if [[ $DO_TRAIN = 1 ]]; then
         printf 'train\tdno\t%s\t%s\t%s\t%s\n' "$rep" "$SECS" "$TRAIN_TOKENS" "$RSS" >>"$RES"
     done
     # Same pairs, same tokens: TRL's rows get dno's count.
-    awk -F'\t' -v t="$TRAIN_TOKENS" 'BEGIN{OFS="\t"} $1 == "train" && $2 == "TRL" {$5 = t} {print}' "$RES" >"$RES.tmp" && mv "$RES.tmp" "$RES"
+    awk -F'\t' -v t="$TRAIN_TOKENS" 'BEGIN{OFS="\t"} $1 == "train" && $2 ~ /^TRL/ {$5 = t} {print}' "$RES" >"$RES.tmp" && mv "$RES.tmp" "$RES"
 fi
 
 # ---- table -------------------------------------------------------------------------------------
@@ -164,20 +175,25 @@ echo "## model $(basename "$GGUF"); $REPS reps interleaved (peer, dno); medians"
 echo
 echo "| workload | system | wall s | tokens | tok/s | peak RSS MiB | dno / peer |"
 echo "|---|---|---|---|---|---|---|"
-row() {  # stage peer label
-    local st=$1 peer=$2 label=$3 p d
-    p=$(tps "$st" "$peer"); d=$(tps "$st" dno)
-    for sys in "$peer" dno; do
+row() {  # stage label peer system...: each dno system's ratio is to the first (reference) peer
+    local st=$1 label=$2 peer=$3 p d sys
+    shift 2
+    p=$(tps "$st" "$peer")
+    for sys in "$@"; do
         local t; t=$(tps "$st" "$sys")
         [[ "$t" == nan ]] && { echo "| $label | $sys | not run | | | | |"; continue; }
         local ratio=""
-        [[ "$sys" == dno && "$p" != nan ]] && ratio=$(awk -v a="$d" -v b="$p" 'BEGIN{printf "%.2fx", a/b}')
+        [[ "$sys" == dno* && "$p" != nan ]] && ratio=$(awk -v a="$t" -v b="$p" 'BEGIN{printf "%.2fx", a/b}')
         printf '| %s | %s | %.1f | %.0f | %.1f | %s | %s |\n' "$label" "$sys" "$(stat "$st" "$sys" 4)" \
             "$(stat "$st" "$sys" 5)" "$t" "$(stat "$st" "$sys" 6)" "$ratio"
     done
 }
-[[ $DO_SAMPLE = 1 ]] && row sample llama-server "sample $PROMPTS prompts x K=$K, $MAX_NEW new, T=0.7 top-p 0.95"
-[[ $DO_TRAIN = 1 ]] && row train TRL "DPO full FT, $PAIRS pairs, batch 8, 1 epoch"
+[[ $DO_SAMPLE = 1 ]] && row sample "sample $PROMPTS prompts x K=$K, $MAX_NEW new, T=0.7 top-p 0.95" llama-server dno "dno --dtype bf16"
+[[ $DO_TRAIN = 1 ]] && row train "DPO full FT, $PAIRS pairs, batch 8, 1 epoch" TRL "TRL bf16" dno
+if [[ $DO_TRAIN = 1 && $TRL_BF16 = 1 ]]; then
+    b=$(tps train "TRL bf16"); d=$(tps train dno)
+    [[ "$b" != nan && "$d" != nan ]] && { echo; awk -v a="$d" -v b="$b" 'BEGIN{printf "dno / TRL bf16 (training): %.2fx\n", a/b}'; }
+fi
 for n in "${NOTES[@]}"; do echo; echo "note: $n"; done
 echo
 echo "raw: $RES"

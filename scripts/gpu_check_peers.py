@@ -139,7 +139,7 @@ def cmd_dpo(a):
     cfg = DPOConfig(output_dir="/tmp/dno-gpu-check-trl", beta=0.1, learning_rate=5e-7, num_train_epochs=1,
                     per_device_train_batch_size=8, lr_scheduler_type="constant", report_to=[], save_strategy="no",
                     logging_steps=1, use_cpu=a.device == "cpu", gradient_checkpointing=False,
-                    precompute_ref_log_probs=True)
+                    precompute_ref_log_probs=True, bf16=a.bf16)
     trainer = DPOTrainer(model=model, args=cfg, train_dataset=data, processing_class=tok)
     t0 = time.perf_counter()
     trainer.train()
@@ -163,6 +163,7 @@ s = sub.add_parser("make-pairs"); s.add_argument("--samples"); s.add_argument("-
 s = sub.add_parser("metrics-tokens"); s.add_argument("--metrics")
 s = sub.add_parser("dpo"); s.add_argument("--gguf"); s.add_argument("--device"); s.add_argument("--pairs")
 s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
+s.add_argument("--bf16", action="store_true", help="bf16 autocast (DPOConfig bf16=True), f32 master weights")
 a = ap.parse_args()
 {"parity": cmd_parity, "generate": cmd_generate, "make-pairs": cmd_make_pairs, "metrics-tokens": cmd_metrics_tokens,
  "dpo": cmd_dpo}[a.cmd](a)

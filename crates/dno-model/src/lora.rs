@@ -32,7 +32,7 @@ fn merged(lin: Linear) -> Linear {
             let delta = l.a.val().matmul(l.b.val()).mul_scalar(l.scale);
             let w = w.clone() + crate::model::like(delta, w.dtype());
             let w = w.detach();
-            Linear { weight: Param::from_tensor(w), bias: lin.bias, lora: None }
+            Linear { weight: Param::from_tensor(w), bias: lin.bias, lora: None, packed: None }
         }
     }
 }
@@ -107,7 +107,7 @@ impl Llama {
 
 /// Cheap stand-in used while moving a `Linear` out of a `&mut` slot.
 fn placeholder(lin: &Linear) -> Linear {
-    Linear { weight: lin.weight.clone(), bias: None, lora: None }
+    Linear { weight: lin.weight.clone(), bias: None, lora: None, packed: None }
 }
 
 /// The projections of every layer, by name, in [`LORA_TARGETS`] order.

@@ -14,7 +14,9 @@ use burn::module::{Module, Param};
 use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
+use crate::bf16mm::PackedBf16;
 use crate::config::{Activation, LlamaConfig};
+use std::sync::Arc;
 use crate::dtype::Dtype;
 
 /// Low-rank adapter: `y += scale * (x @ a) @ b` with `a: [in, r]`, `b: [r, out]`.
@@ -32,11 +34,15 @@ pub struct Linear {
     pub weight: Param<Tensor<2>>,
     pub bias: Option<Param<Tensor<1>>>,
     pub lora: Option<LoraAdapter>,
+    /// The weight packed for the CPU's bf16 kernel ([`crate::bf16mm`]), set only by
+    /// [`Llama::for_cpu_decoding`] on models that are not trained afterwards.
+    #[module(skip)]
+    pub packed: Option<Arc<PackedBf16>>,
 }
 
 impl Linear {
     pub fn new(weight: Tensor<2>, bias: Option<Tensor<1>>) -> Self {
-        Linear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), lora: None }
+        Linear { weight: Param::from_tensor(weight), bias: bias.map(Param::from_tensor), lora: None, packed: None }
     }
 
     pub fn out_features(&self) -> usize {
@@ -47,6 +53,15 @@ impl Linear {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows: usize = dims[..D - 1].iter().product();
+        if let Some(packed) = &self.packed {
+            let mut y = packed_matmul(x.reshape([rows, d_in]), packed);
+            if let Some(b) = &self.bias {
+                y = y.clone() + like(b.val(), y.dtype()).unsqueeze::<2>();
+            }
+            let mut out = dims;
+            out[D - 1] = self.out_features();
+            return y.reshape(out);
+        }
         let dt = self.weight.val().dtype();
         let x2: Tensor<2> = like(x.reshape([rows, d_in]), dt);
         let mut y = match &self.lora {
@@ -63,6 +78,16 @@ impl Linear {
         out[D - 1] = self.out_features();
         y.reshape(out)
     }
+}
+
+/// `x [rows, K] × W` with the CPU's bf16 kernel, in `x`'s dtype (x is read back to the host and
+/// the product written to a new tensor on x's device: host memory, for burn-flex).
+fn packed_matmul(x: Tensor<2>, w: &PackedBf16) -> Tensor<2> {
+    let [rows, _] = x.dims();
+    let (device, dtype) = (x.device(), x.dtype());
+    let xs = like(x, DType::F32).into_data().try_into_vec::<f32>().expect("an f32 tensor reads back as f32");
+    let y = crate::bf16mm::matmul(&xs, rows, w);
+    like(Tensor::<2>::from_data(TensorData::new(y, [rows, w.n()]), &device), dtype)
 }
 
 /// `t` in `dtype` (a no-op when it already is). Parameters follow their input's dtype, so weights
@@ -415,6 +440,10 @@ pub struct Llama {
     /// [`Llama::autocast`].
     #[module(skip)]
     pub residual_dtype: DType,
+    /// The tied output head (`embed_tokens`ᵀ) packed for the CPU's bf16 kernel, set only by
+    /// [`Llama::for_cpu_decoding`].
+    #[module(skip)]
+    pub packed_head: Option<Arc<PackedBf16>>,
 }
 
 /// Additive mask value for disallowed attention.
@@ -588,6 +617,7 @@ impl Llama {
             embed_scale: cfg.embed_scale(),
             compute_dtype: dtype.burn(),
             residual_dtype: dtype.burn(),
+            packed_head: None,
         })
     }
 
@@ -615,6 +645,54 @@ impl Llama {
             })
             .collect();
         Llama { layers, norm: self.norm.widen(), residual_dtype: DType::F32, ..self }
+    }
+
+    /// A bf16 model prepared for generation on a CPU with AVX512-BF16 (a no-op otherwise: an f32
+    /// model, another device, a CPU without it, or LoRA adapters not merged). Every projection
+    /// and the tied head run on [`crate::bf16mm`] (bf16 weights, inputs rounded to bf16, f32
+    /// accumulation) and everything else in f32: attention, norms, the residual stream, the KV
+    /// cache. That is PyTorch's CPU autocast, and 2-5x burn-flex's f32 gemm on decoding shapes
+    /// (burn-flex's own bf16 path widens to f32 and is slower than its f32 path). Inference only:
+    /// the packed weights are a copy made here, which training would not update.
+    pub fn for_cpu_decoding(self) -> Self {
+        let linears_ok = self.layers.iter().all(|l| {
+            [&l.self_attn.q_proj, &l.self_attn.k_proj, &l.self_attn.v_proj, &l.self_attn.o_proj, &l.mlp.gate_proj, &l.mlp.up_proj, &l.mlp.down_proj]
+                .iter()
+                .all(|p| p.lora.is_none())
+        }) && self.lm_head.as_ref().is_none_or(|h| h.lora.is_none());
+        if self.weight_dtype() != DType::BF16 || self.device() != Device::flex() || !crate::bf16mm::supported() || !linears_ok {
+            return self;
+        }
+        let bits = |t: Tensor<2>| like(t, DType::BF16).into_data().try_into_vec::<half::bf16>().expect("a bf16 tensor reads back as bf16");
+        let pack = |l: Linear| {
+            let [k, n] = l.weight.dims();
+            let packed = Some(Arc::new(PackedBf16::from_bf16(&bits(l.weight.val()), k, n, false)));
+            Linear { packed, ..l }
+        };
+        let packed_head = match &self.lm_head {
+            Some(_) => None,
+            None => {
+                let [v, d] = self.embed_tokens.dims();
+                Some(Arc::new(PackedBf16::from_bf16(&bits(self.embed_tokens.val()), d, v, true)))
+            }
+        };
+        let wide = self.autocast();
+        let layers = wide
+            .layers
+            .into_iter()
+            .map(|l| Block {
+                self_attn: Attention {
+                    q_proj: pack(l.self_attn.q_proj),
+                    k_proj: pack(l.self_attn.k_proj),
+                    v_proj: pack(l.self_attn.v_proj),
+                    o_proj: pack(l.self_attn.o_proj),
+                    ..l.self_attn
+                },
+                mlp: Mlp { gate_proj: pack(l.mlp.gate_proj), up_proj: pack(l.mlp.up_proj), down_proj: pack(l.mlp.down_proj), ..l.mlp },
+                ..l
+            })
+            .collect();
+        Llama { layers, lm_head: wide.lm_head.map(pack), packed_head, compute_dtype: DType::F32, ..wide }
     }
 
     /// RoPE tables for tokens at `positions[b][t]`, in the compute dtype (the angles are
@@ -708,8 +786,13 @@ impl Llama {
                 let dims = hidden.dims();
                 let d = dims[D - 1];
                 let rows: usize = dims[..D - 1].iter().product();
-                let w = like(self.embed_tokens.val(), hidden.dtype());
-                let logits = hidden.reshape([rows, d]).matmul(w.transpose());
+                let logits = match &self.packed_head {
+                    Some(packed) => packed_matmul(hidden.reshape([rows, d]), packed),
+                    None => {
+                        let w = like(self.embed_tokens.val(), hidden.dtype());
+                        hidden.reshape([rows, d]).matmul(w.transpose())
+                    }
+                };
                 let mut out = dims;
                 out[D - 1] = self.vocab_size();
                 logits.reshape(out)
@@ -785,4 +868,34 @@ pub fn to_vec_f32<const D: usize>(t: Tensor<D>) -> Result<Vec<f32>> {
     t.into_data()
         .try_into_vec_as::<f32>()
         .map_err(|e| anyhow::anyhow!("reading tensor back from device: {e:?}"))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    /// A Linear with packed weights computes with them (here deliberately different from its
+    /// Param, so the assertion tells which one was used), adds its bias, keeps the input dtype.
+    #[test]
+    fn linear_uses_its_packed_weights() {
+        if !crate::bf16mm::supported() {
+            eprintln!("SKIPPED: this CPU has no AVX512-BF16");
+            return;
+        }
+        let device = Device::flex();
+        let (k, n) = (6, 5);
+        let param: Vec<f32> = (0..k * n).map(|i| i as f32 / 8.0).collect();
+        let other: Vec<f32> = (0..k * n).map(|i| 1.0 - i as f32 / 16.0).collect();
+        let t = |v: Vec<f32>, s: [usize; 2]| Tensor::<2>::from_data(TensorData::new(v, s), &device);
+        let bias = Tensor::<1>::from_data(TensorData::new(vec![0.5f32; n], [n]), &device);
+        let lin = Linear { packed: Some(Arc::new(PackedBf16::new(&other, k, n))), ..Linear::new(t(param, [k, n]), Some(bias)) };
+        let x: Vec<f32> = (0..2 * k).map(|i| (i as f32 - 5.0) / 4.0).collect();
+        let y = to_vec_f32(lin.forward(t(x.clone(), [2, k]))).unwrap();
+        for r in 0..2 {
+            for j in 0..n {
+                let want: f32 = 0.5 + (0..k).map(|q| x[r * k + q] * other[q * n + j]).sum::<f32>();
+                assert!((y[r * n + j] - want).abs() < 1e-5, "({r},{j}): {} vs {want}", y[r * n + j]);
+            }
+        }
+    }
 }

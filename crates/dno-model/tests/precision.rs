@@ -160,3 +160,49 @@ fn mixed_precision_gradients_follow_f32() {
         eprintln!("tied={tied}: {} gradients, worst cosine {:.5}, worst relative norm difference {:.2e}", g16.len(), worst.0, worst.1);
     }
 }
+
+/// `Llama::for_cpu_decoding` on a bf16 model: every projection and the tied head run on the
+/// AVX512-BF16 kernel (`dno_model::bf16mm`), everything else in f32. Its logits, through the full
+/// forward and through the KV-cached decode path, follow the f32 model's within bf16's
+/// tolerance, and at least as closely as burn's all-bf16 path. On a CPU without AVX512-BF16 it
+/// must leave the model as it is (reported as skipped).
+#[test]
+fn cpu_decoding_kernel_follows_f32() {
+    let device = Device::flex();
+    for (qwen2, tied) in [(true, true), (false, false)] {
+        let tiny = Tiny::new(qwen2, tied, 11);
+        let dir = tempfile::tempdir().unwrap();
+        tiny.write_hf(dir.path());
+        let f32_model = load_model_as(dir.path(), &device, Dtype::F32).unwrap().model;
+        let bf16_model = load_model_as(dir.path(), &device, Dtype::Bf16).unwrap().model;
+        let plain = vals(bf16_model.forward(tokens(&device)));
+        let fast = bf16_model.for_cpu_decoding();
+        let projections = |m: &Llama| -> Vec<bool> {
+            m.layers.iter().flat_map(|l| [&l.self_attn.q_proj, &l.self_attn.v_proj, &l.mlp.down_proj].map(|p| p.packed.is_some())).collect()
+        };
+        if !dno_model::bf16mm::supported() {
+            assert!(projections(&fast).iter().all(|p| !p), "no kernel on this CPU, so nothing may be packed");
+            eprintln!("SKIPPED: this CPU has no AVX512-BF16; for_cpu_decoding left the model unchanged");
+            return;
+        }
+        assert!(projections(&fast).iter().all(|&p| p), "every projection runs on the kernel");
+        assert_eq!(fast.packed_head.is_some(), tied, "the tied head is packed (an untied one is a packed Linear)");
+        assert_eq!(fast.compute_dtype, DType::F32);
+        let want = vals(f32_model.forward(tokens(&device)));
+        let out = fast.forward(tokens(&device));
+        assert_eq!(out.dtype(), DType::F32, "activations in f32");
+        let (d_fast, d_plain) = (rel_max(&vals(out), &want), rel_max(&plain, &want));
+        eprintln!("qwen2={qwen2} tied={tied}: relative logit error, kernel {d_fast:.2e}, all-bf16 {d_plain:.2e}");
+        assert!(d_fast < 3e-2, "kernel path: relative logit error {d_fast}");
+        assert!(d_fast <= d_plain * 1.5, "kernel path ({d_fast}) much further from f32 than all-bf16 ({d_plain})");
+        // The decode path: prefill 5 tokens of row 0, then one cached step.
+        let cached = |m: &Llama| {
+            let mut cache = dno_model::model::KvCache::new(m.layers.len());
+            let t = |ids: &[i64]| Tensor::<2, Int>::from_data(TensorData::new(ids.to_vec(), [1, ids.len()]), &device);
+            m.forward_cached(t(&TOKENS[..5]), &[0], &[0], &mut cache);
+            vals(m.lm_head(m.forward_cached(t(&TOKENS[5..6]), &[5], &[0], &mut cache)))
+        };
+        let d = rel_max(&cached(&fast), &cached(&f32_model));
+        assert!(d < 3e-2, "cached decode step: relative logit error {d}");
+    }
+}

@@ -432,6 +432,7 @@ impl Engine {
                 let spec = o.device.parse::<dno_model::DeviceSpec>()?;
                 let dtype = dno_model::Dtype::resolve(o.dtype.as_deref(), &spec).context("--dtype")?;
                 let mut lm = dno_model::load_model_as(path, &spec.device()?, dtype).with_context(|| format!("loading {}", path.display()))?;
+                lm.model = lm.model.for_cpu_decoding();
                 lm.use_chat_template_file(o.chat_template.as_deref())?;
                 Ok(Engine::Burn(Box::new(lm)))
             }

@@ -1,0 +1,254 @@
+//! A bf16 matrix product for CPUs with AVX512-BF16 (AMD Zen 4 and later, Intel Cooper Lake and
+//! Sapphire Rapids): `x [M, K] (f32) × W [K, N] (bf16) -> [M, N] (f32)`, the inputs rounded to
+//! bf16, products accumulated in f32 (`VDPBF16PS`), as PyTorch's CPU autocast computes a bf16
+//! linear layer.
+//!
+//! Why our own kernel: burn-flex computes bf16 matmuls by converting through f32, and on the
+//! decoding shapes (64 rows) its f32 gemm reaches 58–64 GFLOP/s on the 2-core development machine,
+//! where torch's bf16 gemm (oneDNN) reaches 240–330 on the same shapes
+//! (`cargo run --release -p dno-model --example bench_gemm`, `scripts/bench_gemm_torch.py`). No
+//! crate on crates.io offers an AVX512-BF16 gemm (gemm 0.19 has f16 and f32 kernels only).
+//!
+//! Layout. `W` is packed once ([`PackedBf16::new`]) into panels of [`NR`] = 32 columns; within a
+//! panel, for each pair of rows (k, k+1), 32 `u32`s each holding `(W[k][j], W[k+1][j])` as two
+//! bf16 (low half first), the operand order `VDPBF16PS` multiplies lane-wise. Each row of `x` is
+//! rounded to the same pairs. A micro-kernel keeps [`MR`] rows × 32 columns of accumulators (16
+//! zmm registers) and, per pair of k, loads two panel vectors and broadcasts one pair per row.
+//! Panels are split across the rayon pool.
+
+use rayon::prelude::*;
+
+/// Columns per panel (two 16-lane vectors).
+pub const NR: usize = 32;
+/// Rows per micro-kernel call.
+const MR: usize = 8;
+/// Rows of `x` per pass over the panels (keeps that slice of packed `x` in L2).
+const M_CHUNK: usize = 256;
+
+/// Whether this CPU runs the kernel (checked once per call site by the caller; cheap).
+pub fn supported() -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        std::is_x86_feature_detected!("avx512f") && std::is_x86_feature_detected!("avx512bf16")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        false
+    }
+}
+
+/// f32 -> bf16 bits, rounded to nearest even (NaN stays NaN).
+fn bf16_bits(x: f32) -> u32 {
+    half::bf16::from_f32(x).to_bits() as u32
+}
+
+/// `W [K, N]` packed for [`matmul`].
+#[derive(Debug, Clone)]
+pub struct PackedBf16 {
+    k: usize,
+    n: usize,
+    /// `panels × ceil(K/2) × NR` pairs.
+    data: Vec<u32>,
+}
+
+impl PackedBf16 {
+    /// Packs `w`, row-major `[k, n]` (`w[i * n + j]`), rounding each weight to bf16.
+    pub fn new(w: &[f32], k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), k * n, "weight is not [{k}, {n}]");
+        Self::from_bits(k, n, |i, j| bf16_bits(w[i * n + j]))
+    }
+
+    /// Packs bf16 weights `w`, row-major `[k, n]`, or with `transposed` row-major `[n, k]` (a
+    /// tied output head: `hidden × embedᵀ`); no rounding.
+    pub fn from_bf16(w: &[half::bf16], k: usize, n: usize, transposed: bool) -> Self {
+        assert_eq!(w.len(), k * n, "weight is not [{k}, {n}]");
+        if transposed {
+            Self::from_bits(k, n, |i, j| w[j * k + i].to_bits() as u32)
+        } else {
+            Self::from_bits(k, n, |i, j| w[i * n + j].to_bits() as u32)
+        }
+    }
+
+    /// Packs the weights whose bf16 bits `w(i, j)` returns (row i < k, column j < n).
+    fn from_bits(k: usize, n: usize, w: impl Fn(usize, usize) -> u32 + Sync) -> Self {
+        assert!(k > 0 && n > 0, "empty weight [{k}, {n}]");
+        let (kp, panels) = (k.div_ceil(2), n.div_ceil(NR));
+        let mut data = vec![0u32; panels * kp * NR];
+        data.par_chunks_mut(kp * NR).enumerate().for_each(|(p, panel)| {
+            let cols = NR.min(n - p * NR);
+            for q in 0..kp {
+                for jj in 0..cols {
+                    let j = p * NR + jj;
+                    let hi = if 2 * q + 1 < k { w(2 * q + 1, j) } else { 0 };
+                    panel[q * NR + jj] = w(2 * q, j) | (hi << 16);
+                }
+            }
+        });
+        PackedBf16 { k, n, data }
+    }
+
+    /// Inner dimension (rows of `W`).
+    pub fn k(&self) -> usize {
+        self.k
+    }
+
+    /// Output columns.
+    pub fn n(&self) -> usize {
+        self.n
+    }
+
+    /// Bytes held.
+    pub fn bytes(&self) -> usize {
+        self.data.len() * 4
+    }
+}
+
+/// A raw output pointer shared by the threads; each writes its own columns.
+#[derive(Clone, Copy)]
+struct Out(*mut f32);
+unsafe impl Send for Out {}
+unsafe impl Sync for Out {}
+
+impl Out {
+    /// A method, so closures capture the `Send` wrapper rather than its raw field.
+    fn at(self, offset: usize) -> *mut f32 {
+        self.0.wrapping_add(offset)
+    }
+}
+
+/// `x [m, K] × W -> [m, N]`, row-major f32. Panics if this CPU lacks AVX512-BF16 (check
+/// [`supported`] first) or if `x.len() != m * K`.
+pub fn matmul(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
+    assert!(supported(), "bf16mm::matmul needs AVX512-BF16");
+    assert_eq!(x.len(), m * w.k, "x is not [{m}, {}]", w.k);
+    let (kp, n) = (w.k.div_ceil(2), w.n);
+    let panels = n.div_ceil(NR);
+    let mut out = vec![0f32; m * n];
+    let mut a = vec![0u32; M_CHUNK.min(m) * kp];
+    for m0 in (0..m).step_by(M_CHUNK) {
+        let rows = M_CHUNK.min(m - m0);
+        // Round this chunk of x to bf16 pairs.
+        a[..rows * kp].par_chunks_mut(kp).enumerate().for_each(|(r, dst)| {
+            let src = &x[(m0 + r) * w.k..(m0 + r + 1) * w.k];
+            for (q, d) in dst.iter_mut().enumerate() {
+                let lo = bf16_bits(src[2 * q]);
+                let hi = if 2 * q + 1 < w.k { bf16_bits(src[2 * q + 1]) } else { 0 };
+                *d = lo | (hi << 16);
+            }
+        });
+        let a = &a[..rows * kp];
+        let c = Out(out[m0 * n..].as_mut_ptr());
+        let per_task = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
+        (0..panels).into_par_iter().with_min_len(per_task).for_each(|p| {
+            let b = &w.data[p * kp * NR..(p + 1) * kp * NR];
+            let cols = NR.min(n - p * NR);
+            for r0 in (0..rows).step_by(MR) {
+                let r = MR.min(rows - r0);
+                // SAFETY: the CPU has AVX512-BF16 (asserted above); `a` holds `rows` rows of
+                // `kp` pairs and `b` one panel; the output block rows r0..r0+r, columns
+                // p*NR..p*NR+cols lies inside `out` (m0 + rows <= m) and no other task writes it.
+                unsafe { block(&a[r0 * kp..], kp, b, c.at(r0 * n + p * NR), n, r, cols) };
+            }
+        });
+    }
+    out
+}
+
+/// Dispatches the micro-kernel on the number of rows (1..=MR).
+#[allow(clippy::too_many_arguments)]
+unsafe fn block(a: &[u32], kp: usize, b: &[u32], c: *mut f32, ldc: usize, rows: usize, cols: usize) {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        match rows {
+            8 => kernel::micro::<8>(a.as_ptr(), kp, b.as_ptr(), c, ldc, cols),
+            7 => kernel::micro::<7>(a.as_ptr(), kp, b.as_ptr(), c, ldc, cols),
+            6 => kernel::micro::<6>(a.as_ptr(), kp, b.as_ptr(), c, ldc, cols),
+            5 => kernel::micro::<5>(a.as_ptr(), kp, b.as_ptr(), c, ldc, cols),
+            4 => kernel::micro::<4>(a.as_ptr(), kp, b.as_ptr(), c, ldc, cols),
+            3 => kernel::micro::<3>(a.as_ptr(), kp, b.as_ptr(), c, ldc, cols),
+            2 => kernel::micro::<2>(a.as_ptr(), kp, b.as_ptr(), c, ldc, cols),
+            _ => kernel::micro::<1>(a.as_ptr(), kp, b.as_ptr(), c, ldc, cols),
+        }
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (a, kp, b, c, ldc, rows, cols);
+        unreachable!("bf16mm is x86_64 only")
+    }
+}
+
+#[cfg(target_arch = "x86_64")]
+mod kernel {
+    use super::NR;
+    use std::arch::x86_64::*;
+
+    /// `c[r][j] = Σ_q dot(a[r][q], b[q][j])` for `R` rows and the panel's first `cols` columns;
+    /// `a` rows are `kp` pairs apart, `c` rows `ldc` floats apart.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn micro<const R: usize>(a: *const u32, kp: usize, b: *const u32, c: *mut f32, ldc: usize, cols: usize) {
+        unsafe {
+            let mut acc = [[_mm512_setzero_ps(); 2]; R];
+            for q in 0..kp {
+                let b0: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR) as *const _));
+                let b1: __m512bh = std::mem::transmute(_mm512_loadu_si512(b.add(q * NR + 16) as *const _));
+                for (r, acc) in acc.iter_mut().enumerate() {
+                    let av: __m512bh = std::mem::transmute(_mm512_set1_epi32(*a.add(r * kp + q) as i32));
+                    acc[0] = _mm512_dpbf16_ps(acc[0], av, b0);
+                    acc[1] = _mm512_dpbf16_ps(acc[1], av, b1);
+                }
+            }
+            for (r, acc) in acc.iter().enumerate() {
+                let row = c.add(r * ldc);
+                if cols == NR {
+                    _mm512_storeu_ps(row, acc[0]);
+                    _mm512_storeu_ps(row.add(16), acc[1]);
+                } else {
+                    let lo = if cols >= 16 { 0xFFFF } else { (1u32 << cols) - 1 } as __mmask16;
+                    let hi = if cols > 16 { ((1u32 << (cols - 16)) - 1) as __mmask16 } else { 0 };
+                    _mm512_mask_storeu_ps(row, lo, acc[0]);
+                    _mm512_mask_storeu_ps(row.add(16), hi, acc[1]);
+                }
+            }
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn round(x: f32) -> f64 {
+        half::bf16::from_f32(x).to_f64()
+    }
+
+    /// Against a scalar product of the bf16-rounded inputs, over shapes with odd K, N not a
+    /// multiple of 32, M not a multiple of the micro-kernel's rows, and more rows than one chunk.
+    #[test]
+    fn matches_the_rounded_product() {
+        if !supported() {
+            eprintln!("SKIPPED: this CPU has no AVX512-BF16");
+            return;
+        }
+        let mut seed = 1u64;
+        let mut rnd = || {
+            seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
+            ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
+        };
+        for &(m, k, n) in &[(1, 1, 1), (3, 7, 33), (8, 64, 32), (13, 577, 70), (300, 96, 45)] {
+            let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
+            let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
+            let got = matmul(&x, m, &PackedBf16::new(&w, k, n));
+            // The same weights as bf16, stored transposed ([n, k]: a tied head's embeddings).
+            let wt: Vec<half::bf16> = (0..n * k).map(|t| half::bf16::from_f32(w[(t % k) * n + t / k])).collect();
+            let got_t = matmul(&x, m, &PackedBf16::from_bf16(&wt, k, n, true));
+            for i in 0..m {
+                for j in 0..n {
+                    let want: f64 = (0..k).map(|q| round(x[i * k + q]) * round(w[q * n + j])).sum();
+                    let tol = 1e-5 * (k as f64).sqrt().max(1.0);
+                    assert!((got[i * n + j] as f64 - want).abs() < tol, "[{m},{k},{n}] at ({i},{j}): {} vs {want}", got[i * n + j]);
+                    assert_eq!(got[i * n + j], got_t[i * n + j], "transposed packing differs at ({i},{j})");
+                }
+            }
+        }
+    }
+}
