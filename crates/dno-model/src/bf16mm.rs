@@ -130,11 +130,8 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
         // Round this chunk of x to bf16 pairs.
         a[..rows * kp].par_chunks_mut(kp).enumerate().for_each(|(r, dst)| {
             let src = &x[(m0 + r) * w.k..(m0 + r + 1) * w.k];
-            for (q, d) in dst.iter_mut().enumerate() {
-                let lo = bf16_bits(src[2 * q]);
-                let hi = if 2 * q + 1 < w.k { bf16_bits(src[2 * q + 1]) } else { 0 };
-                *d = lo | (hi << 16);
-            }
+            // SAFETY: the CPU has AVX512-BF16 (asserted above); dst holds ceil(K/2) pairs.
+            unsafe { to_pairs(src, dst) };
         });
         let a = &a[..rows * kp];
         let c = Out(out[m0 * n..].as_mut_ptr());
@@ -152,6 +149,21 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
         });
     }
     out
+}
+
+/// One row of `x` as bf16 pairs (`dst[q]` = x[2q] low, x[2q+1] high, 0 past the end): the bf16
+/// row in memory order, converted 32 values at a time by `VCVTNE2PS2BF16` (round to nearest
+/// even, as `half` and torch round).
+unsafe fn to_pairs(src: &[f32], dst: &mut [u32]) {
+    #[cfg(target_arch = "x86_64")]
+    unsafe {
+        kernel::to_pairs(src, dst)
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = (src, dst);
+        unreachable!("bf16mm is x86_64 only")
+    }
 }
 
 /// Dispatches the micro-kernel on the number of rows (1..=MR).
@@ -181,6 +193,24 @@ unsafe fn block(a: &[u32], kp: usize, b: &[u32], c: *mut f32, ldc: usize, rows: 
 mod kernel {
     use super::NR;
     use std::arch::x86_64::*;
+
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn to_pairs(src: &[f32], dst: &mut [u32]) {
+        let full = src.len() / 32;
+        unsafe {
+            for c in 0..full {
+                let lo = _mm512_loadu_ps(src.as_ptr().add(32 * c));
+                let hi = _mm512_loadu_ps(src.as_ptr().add(32 * c + 16));
+                let packed: __m512i = std::mem::transmute(_mm512_cvtne2ps_pbh(hi, lo));
+                _mm512_storeu_si512(dst.as_mut_ptr().add(16 * c) as *mut _, packed);
+            }
+        }
+        for q in 16 * full..dst.len() {
+            let lo = super::bf16_bits(src[2 * q]);
+            let hi = src.get(2 * q + 1).map_or(0, |&v| super::bf16_bits(v));
+            dst[q] = lo | (hi << 16);
+        }
+    }
 
     /// `c[r][j] = Σ_q dot(a[r][q], b[q][j])` for `R` rows and the panel's first `cols` columns;
     /// `a` rows are `kp` pairs apart, `c` rows `ldc` floats apart.
@@ -234,7 +264,7 @@ mod tests {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         };
-        for &(m, k, n) in &[(1, 1, 1), (3, 7, 33), (8, 64, 32), (13, 577, 70), (300, 96, 45)] {
+        for &(m, k, n) in &[(1, 1, 1), (3, 7, 33), (8, 64, 32), (13, 577, 70), (300, 96, 45), (2, 70, 3)] {
             let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let got = matmul(&x, m, &PackedBf16::new(&w, k, n));

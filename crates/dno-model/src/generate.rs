@@ -86,8 +86,64 @@ pub use dno_math::SplitMix64 as Rng;
 /// log-softmax value of `logits[idx]`.
 pub fn logprob_of(logits: &[f32], idx: usize) -> f32 {
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
-    let lse = logits.iter().map(|&x| ((x - max) as f64).exp()).sum::<f64>().ln() as f32 + max;
+    let mut w = Vec::new();
+    exp_weights(logits, max, 1.0, &mut w);
+    let lse = w.iter().map(|&x| x as f64).sum::<f64>().ln() as f32 + max;
     logits[idx] - lse
+}
+
+/// `out[i] = exp((logits[i] − max) · inv_t)`, every exponent ≤ 0, with [`exp_nonpositive`] over
+/// the whole row at once: the compiler vectorises the loop (AVX-512 where the CPU has it, picked at
+/// run time), where libm's `expf` is a scalar call per element. The sampler needs these weights
+/// for all 49k-262k vocabulary entries of every row at every step.
+pub fn exp_weights(logits: &[f32], max: f32, inv_t: f32, out: &mut Vec<f32>) {
+    out.clear();
+    out.resize(logits.len(), 0.0);
+    #[cfg(target_arch = "x86_64")]
+    if std::is_x86_feature_detected!("avx512f") {
+        // SAFETY: the CPU has AVX-512F (checked above).
+        unsafe { exp_weights_avx512(logits, max, inv_t, out) };
+        return;
+    }
+    exp_weights_plain(logits, max, inv_t, out);
+}
+
+#[cfg(target_arch = "x86_64")]
+#[target_feature(enable = "avx512f")]
+unsafe fn exp_weights_avx512(logits: &[f32], max: f32, inv_t: f32, out: &mut [f32]) {
+    exp_weights_plain(logits, max, inv_t, out)
+}
+
+#[inline(always)]
+fn exp_weights_plain(logits: &[f32], max: f32, inv_t: f32, out: &mut [f32]) {
+    for (o, &x) in out.iter_mut().zip(logits) {
+        *o = exp_nonpositive((x - max) * inv_t);
+    }
+}
+
+/// e^x for x ≤ 0 (NaN-free inputs), relative error below 3e-7 (2 ulp): x = n·ln2 + r with
+/// |r| ≤ ln2/2 (Cody–Waite, ln2 split in two), e^r by its degree-7 Taylor polynomial (remainder
+/// < 2e-8 relative), times 2^n built in the exponent bits; 0 below −87 (where f32 would go
+/// subnormal: a weight under 1e-38 of the largest never changes a draw). Branch-free so that a
+/// loop over it vectorises.
+#[inline(always)]
+pub fn exp_nonpositive(x: f32) -> f32 {
+    const LOG2E: f32 = std::f32::consts::LOG2_E;
+    const LN2_HI: f32 = 0.693_145_75; // ln 2 to 16 bits: n·LN2_HI is exact for |n| < 2^8
+    const LN2_LO: f32 = 1.428_606_8e-6; // ln 2 − LN2_HI
+    const ROUND: f32 = 12_582_912.0; // 1.5 · 2^23: adding and subtracting it rounds to an integer (ties to even)
+    let x = x.max(-87.0);
+    let n = (x * LOG2E + ROUND) - ROUND;
+    let r = (x - n * LN2_HI) - n * LN2_LO;
+    let p = 1.0
+        + r * (1.0 + r * (0.5 + r * (1.0 / 6.0 + r * (1.0 / 24.0 + r * (1.0 / 120.0 + r * (1.0 / 720.0 + r * (1.0 / 5040.0)))))));
+    let scale = f32::from_bits(((n as i32 + 127) as u32) << 23);
+    let y = p * scale;
+    if x <= -87.0 {
+        0.0
+    } else {
+        y
+    }
 }
 
 fn argmax(logits: &[f32]) -> usize {
@@ -118,12 +174,9 @@ pub fn sample_token_at(logits: &[f32], p: &SamplingParams, u: f64) -> usize {
     let inv_t = 1.0 / p.temperature;
     let max = logits.iter().cloned().fold(f32::NEG_INFINITY, f32::max);
     // Unnormalised probabilities at the sampling temperature.
-    let mut cand: Vec<(usize, f32)> = logits
-        .iter()
-        .enumerate()
-        .map(|(i, &x)| (i, ((x - max) * inv_t).exp()))
-        .filter(|&(_, w)| w > 0.0)
-        .collect();
+    let mut w = Vec::new();
+    exp_weights(logits, max, inv_t, &mut w);
+    let mut cand: Vec<(usize, f32)> = w.into_iter().enumerate().filter(|&(_, w)| w > 0.0).collect();
     let desc = |a: &(usize, f32), b: &(usize, f32)| b.1.total_cmp(&a.1).then(a.0.cmp(&b.0));
     if p.top_k > 0 && p.top_k < cand.len() {
         cand.select_nth_unstable_by(p.top_k - 1, desc);
@@ -570,6 +623,29 @@ fn decode(lm: &LoadedModel, reqs: &[GenRequest], p: &SamplingParams, on_row: &mu
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    /// The vectorised exponential against f64's, over [−90, 0] (relative error, and 0 only
+    /// below −87), through the runtime-dispatched row function and the scalar one.
+    #[test]
+    fn fast_exp_is_accurate() {
+        let xs: Vec<f32> = (0..=900_000).map(|i| -(i as f32) / 10_000.0).collect();
+        let mut w = Vec::new();
+        exp_weights(&xs, 0.0, 1.0, &mut w);
+        let mut worst = 0f64;
+        for (&x, &y) in xs.iter().zip(&w) {
+            assert_eq!(y, exp_nonpositive(x), "dispatched and scalar differ at {x}");
+            if x > -87.0 {
+                let want = (x as f64).exp();
+                worst = worst.max(((y as f64) - want).abs() / want);
+            } else {
+                assert_eq!(y, 0.0, "{x}");
+            }
+        }
+        assert!(worst < 3e-7, "worst relative error {worst:e}");
+        // Temperature scaling goes through the same path.
+        exp_weights(&[1.0, 0.3], 1.0, 1.0 / 0.7, &mut w);
+        assert!((w[1] as f64 - (-0.7f64 / 0.7).exp()).abs() < 1e-7, "{}", w[1]);
+    }
 
     /// The device sampler (run here on the CPU backend) picks what the host sampler picks from
     /// the same uniforms, for every truncation and for rows that fall back to the host.
