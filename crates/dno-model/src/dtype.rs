@@ -26,8 +26,10 @@ pub enum Dtype {
 
 impl Dtype {
     /// The default for a device: bf16 on CUDA (tensor cores, half the memory), f32 elsewhere
-    /// (the CPU backend computes bf16 by widening to f32, so it is slower there; wgpu devices
-    /// often store bf16 without arithmetic on it).
+    /// (the CPU backend computes bf16 by widening to f32, so training is slower there; wgpu
+    /// devices often store bf16 without arithmetic on it). On a CPU with AVX512-BF16, `dno sample
+    /// --dtype bf16` is the faster choice ([`crate::model::Llama::for_cpu_decoding`]); it stays
+    /// opt-in so that the default samples do not depend on the CPU's features.
     pub fn default_for(device: &DeviceSpec) -> Dtype {
         match device {
             DeviceSpec::Cuda(_) => Dtype::Bf16,
