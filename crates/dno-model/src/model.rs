@@ -53,7 +53,7 @@ impl Linear {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows: usize = dims[..D - 1].iter().product();
-        if let Some(packed) = &self.packed {
+        if let Some(packed) = self.packed.as_ref().filter(|_| x.device() == Device::flex()) {
             let mut y = packed_matmul(x.reshape([rows, d_in]), packed);
             if let Some(b) = &self.bias {
                 y = y.clone() + like(b.val(), y.dtype()).unsqueeze::<2>();
@@ -81,7 +81,9 @@ impl Linear {
 }
 
 /// `x [rows, K] × W` with the CPU's bf16 kernel, in `x`'s dtype (x is read back to the host and
-/// the product written to a new tensor on x's device: host memory, for burn-flex).
+/// the product written to a new tensor on x's device: host memory, for burn-flex). Callers use it
+/// only on the plain CPU device: a model forked onto an autodiff device keeps its packed copy,
+/// which would compute without a gradient, so there the Param path runs.
 fn packed_matmul(x: Tensor<2>, w: &PackedBf16) -> Tensor<2> {
     let [rows, _] = x.dims();
     let (device, dtype) = (x.device(), x.dtype());
@@ -786,7 +788,7 @@ impl Llama {
                 let dims = hidden.dims();
                 let d = dims[D - 1];
                 let rows: usize = dims[..D - 1].iter().product();
-                let logits = match &self.packed_head {
+                let logits = match self.packed_head.as_ref().filter(|_| hidden.device() == Device::flex()) {
                     Some(packed) => packed_matmul(hidden.reshape([rows, d]), packed),
                     None => {
                         let w = like(self.embed_tokens.val(), hidden.dtype());
@@ -897,5 +899,14 @@ mod tests {
                 assert!((y[r * n + j] - want).abs() < 1e-5, "({r},{j}): {} vs {want}", y[r * n + j]);
             }
         }
+        // Forked onto an autodiff device (training), the Param computes, with its gradient.
+        let ad = device.clone().autodiff();
+        let lin = lin.fork(&ad);
+        let y = lin.forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [2, k]), &ad));
+        let grads = y.clone().sum().backward();
+        assert!(lin.weight.grad(&grads).is_some(), "the weight gets a gradient");
+        let y = to_vec_f32(y).unwrap();
+        let want: f32 = 0.5 + (0..k).map(|q| x[q] * (q * n) as f32 / 8.0).sum::<f32>();
+        assert!((y[0] - want).abs() < 1e-5, "autodiff path used the packed weights: {} vs {want}", y[0]);
     }
 }
