@@ -15,6 +15,12 @@
 //! rounded to the same pairs. A micro-kernel keeps [`MR`] rows × 32 columns of accumulators (16
 //! zmm registers) and, per pair of k, loads two panel vectors and broadcasts one pair per row.
 //! Panels are split across the rayon pool.
+//!
+//! On CPUs with AMX (Intel Sapphire Rapids and later) whose kernel grants the tile state, the same
+//! packed panels feed `TDPBF16PS` instead ([`amx`]): a panel's pair rows are exactly the layout an
+//! AMX B tile loads (16 pair rows × 16 columns, 128 bytes apart), so nothing is repacked. Each tile
+//! product is 16 × 16 outputs × 32 k; a call keeps 2 × 2 tiles of accumulators (32 rows × 32
+//! columns). `DNO_AMX=0` turns it off (the AVX512-BF16 kernel then runs).
 
 use rayon::prelude::*;
 
@@ -35,6 +41,14 @@ pub fn supported() -> bool {
     {
         false
     }
+}
+
+/// Whether [`matmul`] uses AMX tiles: the CPU has AMX-TILE and AMX-BF16, the kernel grants this
+/// process the tile data state (`arch_prctl(ARCH_REQ_XCOMP_PERM)`), and `DNO_AMX` is not `0`.
+/// Decided once per process.
+pub fn uses_amx() -> bool {
+    static AMX: std::sync::OnceLock<bool> = std::sync::OnceLock::new();
+    *AMX.get_or_init(|| std::env::var("DNO_AMX").map_or(true, |v| v != "0") && amx::request())
 }
 
 /// f32 -> bf16 bits, rounded to nearest even (NaN stays NaN).
@@ -121,6 +135,14 @@ impl Out {
 pub fn matmul(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
     assert!(supported(), "bf16mm::matmul needs AVX512-BF16");
     assert_eq!(x.len(), m * w.k, "x is not [{m}, {}]", w.k);
+    if w.k.div_ceil(2) % amx::KP == 0 && uses_amx() {
+        return amx::matmul(x, m, w);
+    }
+    matmul_avx512(x, m, w)
+}
+
+/// [`matmul`] on the AVX512-BF16 micro-kernel.
+fn matmul_avx512(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
     let (kp, n) = (w.k.div_ceil(2), w.n);
     let panels = n.div_ceil(NR);
     let mut out = vec![0f32; m * n];
@@ -189,6 +211,161 @@ unsafe fn block(a: &[u32], kp: usize, b: &[u32], c: *mut f32, ldc: usize, rows: 
     }
 }
 
+/// The AMX path of [`matmul`] (x86_64 only; [`request`] is false elsewhere).
+mod amx {
+    use super::{Out, PackedBf16, M_CHUNK, NR};
+    use rayon::prelude::*;
+
+    /// Pairs of k per tile product (a tile row is 64 bytes).
+    pub(super) const KP: usize = 16;
+    /// Rows per tile; a block is two tiles of rows.
+    const TM: usize = 16;
+    const BLOCK_M: usize = 2 * TM;
+
+    /// Asks the kernel for the AMX tile data state; true if this CPU has AMX-BF16 and it was granted.
+    pub(super) fn request() -> bool {
+        #[cfg(all(target_arch = "x86_64", target_os = "linux"))]
+        {
+            // CPUID leaf 7: EDX bit 22 AMX-BF16, bit 24 AMX-TILE.
+            let edx = std::arch::x86_64::__cpuid_count(7, 0).edx;
+            if edx & (1 << 22) == 0 || edx & (1 << 24) == 0 || !super::supported() {
+                return false;
+            }
+            const ARCH_REQ_XCOMP_PERM: libc::c_long = 0x1023;
+            const XFEATURE_XTILEDATA: libc::c_long = 18;
+            // SAFETY: a plain syscall with integer arguments; it changes only this process's
+            // permission to use the tile state.
+            unsafe { libc::syscall(libc::SYS_arch_prctl, ARCH_REQ_XCOMP_PERM, XFEATURE_XTILEDATA) == 0 }
+        }
+        #[cfg(not(all(target_arch = "x86_64", target_os = "linux")))]
+        {
+            false
+        }
+    }
+
+    /// `x [m, K] × W` on AMX tiles; `K/2` is a multiple of [`KP`] and [`request`] returned true.
+    pub(super) fn matmul(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
+        let (kp, n) = (w.k.div_ceil(2), w.n);
+        let panels = n.div_ceil(NR);
+        let mut out = vec![0f32; m * n];
+        // Rows of x as bf16 pairs, padded with zero rows to whole blocks.
+        let chunk = M_CHUNK.min(m.div_ceil(BLOCK_M) * BLOCK_M);
+        let mut a = vec![0u32; chunk * kp];
+        for m0 in (0..m).step_by(M_CHUNK) {
+            let rows = M_CHUNK.min(m - m0);
+            let padded = rows.div_ceil(BLOCK_M) * BLOCK_M;
+            a[..rows * kp].par_chunks_mut(kp).enumerate().for_each(|(r, dst)| {
+                // SAFETY: the CPU has AVX512-BF16 (request() checked it); dst holds ceil(K/2) pairs.
+                unsafe { super::to_pairs(&x[(m0 + r) * w.k..(m0 + r + 1) * w.k], dst) };
+            });
+            a[rows * kp..padded * kp].fill(0);
+            let a = &a[..padded * kp];
+            let c = Out(out[m0 * n..].as_mut_ptr());
+            let tasks = (rayon::current_num_threads() * 4).min(panels);
+            let per_task = panels.div_ceil(tasks);
+            (0..panels.div_ceil(per_task)).into_par_iter().for_each(|t| {
+                // SAFETY: AMX was granted (request()); each task configures its thread's tiles
+                // and releases them; `a` holds `padded` rows of `kp` pairs, each panel `kp` pair
+                // rows of NR columns; blocks write only rows m0..m0+rows of their own panel's
+                // columns, which no other task writes.
+                unsafe {
+                    #[cfg(target_arch = "x86_64")]
+                    tiles::configure();
+                    let mut spill = [0f32; BLOCK_M * NR];
+                    for p in t * per_task..((t + 1) * per_task).min(panels) {
+                        let b = &w.data[p * kp * NR..(p + 1) * kp * NR];
+                        let cols = NR.min(n - p * NR);
+                        for r0 in (0..rows).step_by(BLOCK_M) {
+                            let r = BLOCK_M.min(rows - r0);
+                            #[cfg(target_arch = "x86_64")]
+                            {
+                                tiles::block(a.as_ptr().add(r0 * kp), kp, b.as_ptr(), spill.as_mut_ptr());
+                            }
+                            for i in 0..r {
+                                std::ptr::copy_nonoverlapping(spill.as_ptr().add(i * NR), c.at((r0 + i) * n + p * NR), cols);
+                            }
+                        }
+                    }
+                    #[cfg(target_arch = "x86_64")]
+                    tiles::release();
+                }
+            });
+        }
+        out
+    }
+
+    /// The tile instructions, as inline assembly (Rust's AMX intrinsics are not stable).
+    #[cfg(target_arch = "x86_64")]
+    mod tiles {
+        use super::{KP, NR, TM};
+        use std::arch::asm;
+
+        /// Palette 1, tiles 0–7 all 16 rows × 64 bytes.
+        #[repr(C, align(64))]
+        struct Config([u8; 64]);
+
+        const CONFIG: Config = {
+            let mut c = [0u8; 64];
+            c[0] = 1;
+            let mut t = 0;
+            while t < 8 {
+                c[16 + 2 * t] = 64;
+                c[48 + t] = TM as u8;
+                t += 1;
+            }
+            Config(c)
+        };
+
+        pub(super) unsafe fn configure() {
+            unsafe { asm!("ldtilecfg [{}]", in(reg) CONFIG.0.as_ptr(), options(nostack, readonly)) };
+        }
+
+        pub(super) unsafe fn release() {
+            unsafe { asm!("tilerelease", options(nostack, nomem)) };
+        }
+
+        /// `out [32, NR] = a [32 rows, kp pairs] · b [kp pair rows, NR]`: accumulators tmm0–3
+        /// (rows 0–15 / 16–31 × columns 0–15 / 16–31), x tiles tmm4–5, weight tiles tmm6–7.
+        pub(super) unsafe fn block(a: *const u32, kp: usize, b: *const u32, out: *mut f32) {
+            let (lda, ldb, ldc) = (kp * 4, NR * 4, NR * 4);
+            unsafe {
+                asm!("tilezero tmm0", "tilezero tmm1", "tilezero tmm2", "tilezero tmm3", options(nostack, nomem));
+                for q in (0..kp).step_by(KP) {
+                    asm!(
+                        "tileloadd tmm4, [{a0} + {lda} * 1]",
+                        "tileloadd tmm5, [{a1} + {lda} * 1]",
+                        "tileloadd tmm6, [{b0} + {ldb} * 1]",
+                        "tileloadd tmm7, [{b1} + {ldb} * 1]",
+                        "tdpbf16ps tmm0, tmm4, tmm6",
+                        "tdpbf16ps tmm1, tmm4, tmm7",
+                        "tdpbf16ps tmm2, tmm5, tmm6",
+                        "tdpbf16ps tmm3, tmm5, tmm7",
+                        a0 = in(reg) a.add(q),
+                        a1 = in(reg) a.add(TM * kp + q),
+                        b0 = in(reg) b.add(q * NR),
+                        b1 = in(reg) b.add(q * NR + 16),
+                        lda = in(reg) lda,
+                        ldb = in(reg) ldb,
+                        options(nostack, readonly),
+                    );
+                }
+                asm!(
+                    "tilestored [{c0} + {ldc} * 1], tmm0",
+                    "tilestored [{c1} + {ldc} * 1], tmm1",
+                    "tilestored [{c2} + {ldc} * 1], tmm2",
+                    "tilestored [{c3} + {ldc} * 1], tmm3",
+                    c0 = in(reg) out,
+                    c1 = in(reg) out.add(16),
+                    c2 = in(reg) out.add(TM * NR),
+                    c3 = in(reg) out.add(TM * NR + 16),
+                    ldc = in(reg) ldc,
+                    options(nostack),
+                );
+            }
+        }
+    }
+}
+
 #[cfg(target_arch = "x86_64")]
 mod kernel {
     use super::NR;
@@ -252,22 +429,27 @@ mod tests {
     }
 
     /// Against a scalar product of the bf16-rounded inputs, over shapes with odd K, N not a
-    /// multiple of 32, M not a multiple of the micro-kernel's rows, and more rows than one chunk.
+    /// multiple of 32, M not a multiple of the micro-kernel's rows, and more rows than one chunk;
+    /// the shapes whose K/2 is a multiple of 16 take the AMX path where the CPU has it.
     #[test]
     fn matches_the_rounded_product() {
         if !supported() {
             eprintln!("SKIPPED: this CPU has no AVX512-BF16");
             return;
         }
+        eprintln!("AMX path {}", if uses_amx() { "tested" } else { "SKIPPED: no AMX on this CPU (or DNO_AMX=0)" });
         let mut seed = 1u64;
         let mut rnd = || {
             seed = seed.wrapping_mul(6364136223846793005).wrapping_add(1442695040888963407);
             ((seed >> 33) as f32 / (1u64 << 31) as f32) - 0.5
         };
-        for &(m, k, n) in &[(1, 1, 1), (3, 7, 33), (8, 64, 32), (13, 577, 70), (300, 96, 45), (2, 70, 3)] {
+        let shapes = [(1, 1, 1), (3, 7, 33), (8, 64, 32), (13, 577, 70), (300, 96, 45), (2, 70, 3), (40, 1536, 100)];
+        for &(m, k, n) in &shapes {
             let x: Vec<f32> = (0..m * k).map(|_| rnd()).collect();
             let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let got = matmul(&x, m, &PackedBf16::new(&w, k, n));
+            // Where matmul took the AMX path, the AVX512-BF16 kernel is checked too.
+            let other = matmul_avx512(&x, m, &PackedBf16::new(&w, k, n));
             // The same weights as bf16, stored transposed ([n, k]: a tied head's embeddings).
             let wt: Vec<half::bf16> = (0..n * k).map(|t| half::bf16::from_f32(w[(t % k) * n + t / k])).collect();
             let got_t = matmul(&x, m, &PackedBf16::from_bf16(&wt, k, n, true));
@@ -276,6 +458,7 @@ mod tests {
                     let want: f64 = (0..k).map(|q| round(x[i * k + q]) * round(w[q * n + j])).sum();
                     let tol = 1e-5 * (k as f64).sqrt().max(1.0);
                     assert!((got[i * n + j] as f64 - want).abs() < tol, "[{m},{k},{n}] at ({i},{j}): {} vs {want}", got[i * n + j]);
+                    assert!((other[i * n + j] as f64 - want).abs() < tol, "avx512 [{m},{k},{n}] at ({i},{j}): {} vs {want}", other[i * n + j]);
                     assert_eq!(got[i * n + j], got_t[i * n + j], "transposed packing differs at ({i},{j})");
                 }
             }

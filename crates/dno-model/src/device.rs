@@ -75,6 +75,12 @@ impl DeviceSpec {
     }
 }
 
+/// Whether `device` is the plain CPU device: burn-flex without autodiff, where tensors are host
+/// memory that dno's own kernels may read and write (`Device`'s `==` ignores autodiff).
+pub fn is_plain_cpu(device: &Device) -> bool {
+    *device == Device::flex() && !device.is_autodiff()
+}
+
 /// How many data-parallel shards a batch is split into on `device` (a plain or autodiff device):
 /// one per rayon thread (at most [`MAX_CPU_SHARDS`]) on the CPU, where burn's backend runs element-wise ops on the calling
 /// thread and only matmuls on all cores, so shards run side by side keep every core busy; 1 on

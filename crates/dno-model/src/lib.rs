@@ -7,6 +7,7 @@
 //!   log-probabilities; [`export::save_hf`] writes an HF directory.
 //! - [`lora`] attaches and merges LoRA adapters; [`device::DeviceSpec`] parses "cpu" / "cuda:N".
 
+pub mod attend;
 pub mod bf16mm;
 pub mod chat;
 pub mod config;

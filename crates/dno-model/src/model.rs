@@ -15,6 +15,7 @@ use burn::tensor::activation::{silu, softmax};
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::bf16mm::PackedBf16;
+use crate::device::is_plain_cpu;
 use crate::config::{Activation, LlamaConfig};
 use std::sync::Arc;
 use crate::dtype::Dtype;
@@ -53,7 +54,7 @@ impl Linear {
         let dims = x.dims();
         let d_in = dims[D - 1];
         let rows: usize = dims[..D - 1].iter().product();
-        if let Some(packed) = self.packed.as_ref().filter(|_| x.device() == Device::flex()) {
+        if let Some(packed) = self.packed.as_ref().filter(|_| is_plain_cpu(&x.device())) {
             let mut y = packed_matmul(x.reshape([rows, d_in]), packed);
             if let Some(b) = &self.bias {
                 y = y.clone() + like(b.val(), y.dtype()).unsqueeze::<2>();
@@ -375,11 +376,33 @@ impl Attention {
             k = kn.forward(k);
         }
         let q = rope.apply(q);
-        let k = rope.apply(k);
+        let mut k = rope.apply(k);
+        let mut v = v;
+        if self.q_proj.packed.is_some() && cache.is_some() {
+            // A model prepared by Llama::for_cpu_decoding caches keys and values in bf16, as a
+            // bf16 model does in transformers: decoding reads the whole cache every step, and
+            // half the bytes is most of attention's cost there (crate::attend).
+            (k, v) = (like(k, DType::BF16), like(v, DType::BF16));
+        }
         let (k, v) = match cache {
-            Some((slot, past)) => cache_append(slot, past, k, v),
+            Some((slot, past)) => {
+                let views = cache_append(slot, past, k, v);
+                // A decode step on the CPU: attention reads the cache in place (crate::attend).
+                if let Some((kb, vb)) = slot.as_ref().filter(|_| t == 1) {
+                    let s = past + 1;
+                    drop(views);
+                    if let Some(out) = crate::attend::decode_attention(&q, kb, vb, s, mask, self.scale as f32) {
+                        return self.o_proj.forward(out);
+                    }
+                    let (kb, vb) = slot.as_ref().expect("just appended");
+                    (kb.clone().narrow(2, 0, s), vb.clone().narrow(2, 0, s))
+                } else {
+                    views
+                }
+            }
             None => (k, v),
         };
+        let (k, v) = (like(k, q.dtype()), like(v, q.dtype()));
         let s = k.dims()[2];
         let rep = nh / nkv;
         // Grouped-query attention without copying K/V: head h uses kv head h / rep, so the
@@ -652,9 +675,10 @@ impl Llama {
     /// A bf16 model prepared for generation on a CPU with AVX512-BF16 (a no-op otherwise: an f32
     /// model, another device, a CPU without it, or LoRA adapters not merged). Every projection
     /// and the tied head run on [`crate::bf16mm`] (bf16 weights, inputs rounded to bf16, f32
-    /// accumulation) and everything else in f32: attention, norms, the residual stream, the KV
-    /// cache. That is PyTorch's CPU autocast, and 2-5x burn-flex's f32 gemm on decoding shapes
-    /// (burn-flex's own bf16 path widens to f32 and is slower than its f32 path). Inference only:
+    /// accumulation; on AMX CPUs, tile products) and everything else in f32: attention, norms,
+    /// the residual stream. Keys and values are cached in bf16 (as transformers caches them for a
+    /// bf16 model). That is PyTorch's CPU autocast, and 2-5x burn-flex's f32 gemm on decoding
+    /// shapes (burn-flex's own bf16 path widens to f32 and is slower than its f32 path). Inference only:
     /// the packed weights are a copy made here, which training would not update.
     pub fn for_cpu_decoding(self) -> Self {
         let linears_ok = self.layers.iter().all(|l| {
@@ -662,7 +686,7 @@ impl Llama {
                 .iter()
                 .all(|p| p.lora.is_none())
         }) && self.lm_head.as_ref().is_none_or(|h| h.lora.is_none());
-        if self.weight_dtype() != DType::BF16 || self.device() != Device::flex() || !crate::bf16mm::supported() || !linears_ok {
+        if self.weight_dtype() != DType::BF16 || !is_plain_cpu(&self.device()) || !crate::bf16mm::supported() || !linears_ok {
             return self;
         }
         let bits = |t: Tensor<2>| like(t, DType::BF16).into_data().try_into_vec::<half::bf16>().expect("a bf16 tensor reads back as bf16");
@@ -788,7 +812,7 @@ impl Llama {
                 let dims = hidden.dims();
                 let d = dims[D - 1];
                 let rows: usize = dims[..D - 1].iter().product();
-                let logits = match self.packed_head.as_ref().filter(|_| hidden.device() == Device::flex()) {
+                let logits = match self.packed_head.as_ref().filter(|_| is_plain_cpu(&hidden.device())) {
                     Some(packed) => packed_matmul(hidden.reshape([rows, d]), packed),
                     None => {
                         let w = like(self.embed_tokens.val(), hidden.dtype());
@@ -901,7 +925,7 @@ mod tests {
         }
         // Forked onto an autodiff device (training), the Param computes, with its gradient.
         let ad = device.clone().autodiff();
-        let lin = lin.fork(&ad);
+        let lin = lin.fork(&ad).train();
         let y = lin.forward(Tensor::<2>::from_data(TensorData::new(x.clone(), [2, k]), &ad));
         let grads = y.clone().sum().backward();
         assert!(lin.weight.grad(&grads).is_some(), "the weight gets a gradient");
