@@ -5,8 +5,10 @@
 #   2. cmake builds llama.cpp's shared libraries plus llama-server, llama-batched-bench and
 #      llama-tokenize into $LLAMA_BUILD (nice, -j$JOBS). GGML_NATIVE is OFF and the SIMD flags are
 #      chosen from /proc/cpuinfo: on CPUs that list AMX but cannot run it, a native build dies with
-#      "Illegal instruction", so AVX-512 is enabled explicitly where listed, and AMX only where a
-#      probe program runs an AMX tile product.
+#      "Illegal instruction", so AVX-512 is enabled explicitly where listed and AMX never is.
+#      (On a Xeon whose kernel grants AMX, where a probe program's tile product runs, a build with
+#      GGML_AMX_TILE/INT8/BF16 on died too: llama-server stopped with SIGILL at ggml-cpu's first
+#      `tilezero`, llama-cpp-python 0.3.36, 2026-12-03.)
 #   3. llama-cpp-python[server] is installed into $VENV from the same sdist with LLAMA_BUILD=OFF
 #      (no second C++ compile) and the libraries from step 2 are copied into its llama_cpp/lib.
 # Idempotent: finished steps are skipped.
@@ -43,37 +45,7 @@ if grep -q '^flags' /proc/cpuinfo 2>/dev/null; then
     SIMD=(-DGGML_AVX=$(onoff avx) -DGGML_AVX2=$(onoff avx2) -DGGML_FMA=$(onoff fma) -DGGML_F16C=$(onoff f16c)
           -DGGML_BMI2=$(onoff bmi2) -DGGML_AVX512=$(onoff avx512f) -DGGML_AVX512_VBMI=$(onoff avx512vbmi)
           -DGGML_AVX512_VNNI=$(onoff avx512_vnni) -DGGML_AVX512_BF16=$(onoff avx512_bf16)
-          -DGGML_AVX_VNNI=$(onoff avx_vnni))
-    # AMX only where it runs: listed CPUs whose kernel (or hypervisor) does not grant the tile state
-    # die with "Illegal instruction". A tiny program asks for it and multiplies one tile.
-    AMX=OFF
-    if has amx_tile && has amx_int8 && has amx_bf16 && command -v gcc >/dev/null; then
-        PROBE="$(mktemp -d)"
-        cat >"$PROBE/amx.c" <<'C'
-#include <immintrin.h>
-#include <stdint.h>
-#include <stdio.h>
-#include <string.h>
-#include <sys/syscall.h>
-#include <unistd.h>
-int main(void) {
-    if (syscall(SYS_arch_prctl, 0x1023 /* ARCH_REQ_XCOMP_PERM */, 18 /* XTILEDATA */)) return 1;
-    unsigned char cfg[64] = {1};
-    for (int t = 0; t < 3; t++) { cfg[16 + 2 * t] = 64; cfg[48 + t] = 16; }
-    static uint16_t a[512], b[512]; static float c[256];
-    for (int i = 0; i < 512; i++) a[i] = b[i] = 0x3f80; /* bf16 1.0 */
-    _tile_loadconfig(cfg); _tile_zero(0); _tile_loadd(1, a, 64); _tile_loadd(2, b, 64);
-    _tile_dpbf16ps(0, 1, 2); _tile_stored(0, c, 64); _tile_release();
-    return c[0] == 32.0f ? 0 : 1;
-}
-C
-        if gcc -O1 -mamx-tile -mamx-int8 -mamx-bf16 "$PROBE/amx.c" -o "$PROBE/amx" 2>/dev/null && "$PROBE/amx" 2>/dev/null; then
-            AMX=ON
-        fi
-        rm -rf "$PROBE"
-    fi
-    echo "build_llamacpp: AMX $AMX" >&2
-    SIMD+=(-DGGML_AMX_TILE=$AMX -DGGML_AMX_INT8=$AMX -DGGML_AMX_BF16=$AMX)
+          -DGGML_AVX_VNNI=$(onoff avx_vnni) -DGGML_AMX_TILE=OFF -DGGML_AMX_INT8=OFF -DGGML_AMX_BF16=OFF)
 fi
 mkdir -p "$LLAMA_BUILD"
 if [[ ! -f "$LLAMA_BUILD/build.ninja" ]]; then

@@ -151,6 +151,10 @@ pub struct Attention {
     pub head_dim: usize,
     /// Score scale, `head_dim^-0.5` (Gemma 3: `query_pre_attn_scalar^-0.5`).
     pub scale: f64,
+    /// `[q | k | v]` packed as one projection for the CPU's bf16 kernel, set only by
+    /// [`Llama::for_cpu_decoding`] (the three `packed` are then unset).
+    #[module(skip)]
+    pub packed_qkv: Option<Arc<PackedBf16>>,
 }
 
 #[derive(Module, Debug)]
@@ -160,6 +164,10 @@ pub struct Mlp {
     pub down_proj: Linear,
     #[module(skip)]
     pub act: Activation,
+    /// `[gate | up]` packed as one projection, set only by [`Llama::for_cpu_decoding`] for SiLU
+    /// MLPs: the gated product is then computed on the host between the two kernel calls.
+    #[module(skip)]
+    pub packed_gate_up: Option<Arc<PackedBf16>>,
 }
 
 /// `gelu_pytorch_tanh`: `x/2 · (1 + tanh(√(2/π) · (x + 0.044715 x³)))`.
@@ -171,6 +179,9 @@ fn gelu_tanh<const D: usize>(x: Tensor<D>) -> Tensor<D> {
 
 impl Mlp {
     pub fn forward(&self, x: Tensor<3>) -> Tensor<3> {
+        if let (Some(gate_up), Some(down)) = (self.packed_gate_up.as_ref().filter(|_| is_plain_cpu(&x.device())), self.down_proj.packed.as_ref()) {
+            return silu_mlp_on_host(x, gate_up, down);
+        }
         let gate = self.gate_proj.forward(x.clone());
         let gate = match self.act {
             Activation::Silu => silu(gate),
@@ -178,6 +189,29 @@ impl Mlp {
         };
         self.down_proj.forward(gate * self.up_proj.forward(x))
     }
+}
+
+/// `down(silu(gate(x)) · up(x))` on the CPU's bf16 kernel, the gated product in f32 on the host:
+/// one read of `x` and one tensor written, where burn's ops would make five passes.
+fn silu_mlp_on_host(x: Tensor<3>, gate_up: &PackedBf16, down: &PackedBf16) -> Tensor<3> {
+    use rayon::prelude::*;
+    let [b, t, _] = x.dims();
+    let (device, dtype) = (x.device(), x.dtype());
+    let xs = like(x, DType::F32).into_data().try_into_vec::<f32>().expect("an f32 tensor reads back as f32");
+    let y = crate::bf16mm::matmul(&xs, b * t, gate_up);
+    let inter = gate_up.n() / 2;
+    let mut h = vec![0f32; b * t * inter];
+    h.par_chunks_mut(inter).zip(y.par_chunks(2 * inter)).for_each(|(h, y)| {
+        let (gate, up) = y.split_at(inter);
+        for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
+            // σ(g) from e^-|g| (never overflows).
+            let e = crate::generate::exp_nonpositive(-g.abs());
+            let sigmoid = if g >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
+            *h = g * sigmoid * u;
+        }
+    });
+    let out = crate::bf16mm::matmul(&h, b * t, down);
+    like(Tensor::<3>::from_data(TensorData::new(out, [b, t, down.n()]), &device), dtype)
 }
 
 /// A pre-norm transformer block. HF names of the norms differ by family (see
@@ -366,11 +400,22 @@ impl Attention {
     /// x: `[B, T, D]`; mask: additive `[B or 1, 1, T, S]`; with a cache (slot, filled positions),
     /// new keys are appended.
     pub fn forward(&self, x: Tensor<3>, rope: &RopeTable, mask: &Tensor<4>, cache: Option<LayerCache<'_>>) -> Tensor<3> {
-        let [b, t, _] = x.dims();
+        let [b, t, d] = x.dims();
         let (nh, nkv, hd) = (self.n_heads, self.n_kv_heads, self.head_dim);
-        let mut q = self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]).swap_dims(1, 2);
-        let mut k = self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]).swap_dims(1, 2);
-        let v = self.v_proj.forward(x).reshape([b, t, nkv, hd]).swap_dims(1, 2);
+        let cpu_decoding = self.packed_qkv.is_some() || self.q_proj.packed.is_some();
+        let (q, k, v) = match self.packed_qkv.as_ref().filter(|_| is_plain_cpu(&x.device())) {
+            Some(qkv) => {
+                let y = packed_matmul(x.reshape([b * t, d]), qkv);
+                let part = |at: usize, heads: usize| y.clone().narrow(1, at * hd, heads * hd).reshape([b, t, heads, hd]);
+                (part(0, nh), part(nh, nkv), part(nh + nkv, nkv))
+            }
+            None => (
+                self.q_proj.forward(x.clone()).reshape([b, t, nh, hd]),
+                self.k_proj.forward(x.clone()).reshape([b, t, nkv, hd]),
+                self.v_proj.forward(x).reshape([b, t, nkv, hd]),
+            ),
+        };
+        let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);
@@ -378,7 +423,7 @@ impl Attention {
         let q = rope.apply(q);
         let mut k = rope.apply(k);
         let mut v = v;
-        if self.q_proj.packed.is_some() && cache.is_some() {
+        if cpu_decoding && cache.is_some() {
             // A model prepared by Llama::for_cpu_decoding caches keys and values in bf16, as a
             // bf16 model does in transformers: decoding reads the whole cache every step, and
             // half the bytes is most of attention's cost there (crate::attend).
@@ -601,12 +646,14 @@ impl Llama {
                 n_kv_heads: nkv,
                 head_dim: hd,
                 scale: cfg.attn_scale(),
+                packed_qkv: None,
             };
             let mlp = Mlp {
                 gate_proj: linear(src, &format!("{p}.mlp.gate_proj"), d, cfg.intermediate_size, false, device)?,
                 up_proj: linear(src, &format!("{p}.mlp.up_proj"), d, cfg.intermediate_size, false, device)?,
                 down_proj: linear(src, &format!("{p}.mlp.down_proj"), cfg.intermediate_size, d, false, device)?,
                 act,
+                packed_gate_up: None,
             };
             layers.push(Block {
                 attn_norm: attn_norm.context("attention norm")?,
@@ -702,20 +749,33 @@ impl Llama {
                 Some(Arc::new(PackedBf16::from_bf16(&bits(self.embed_tokens.val()), d, v, true)))
             }
         };
+        // Projections that read the same input become one packed matrix (one kernel call and one
+        // read of the input); their own packed copies are then dropped. Only without biases
+        // (Qwen2's q/k/v keep theirs, separately).
+        let fuse = |parts: &mut [Linear]| -> Option<Arc<PackedBf16>> {
+            if parts.iter().any(|p| p.bias.is_some() || p.packed.is_none()) {
+                return None;
+            }
+            let fused = PackedBf16::concat(&parts.iter().map(|p| p.packed.as_deref().expect("checked")).collect::<Vec<_>>())?;
+            parts.iter_mut().for_each(|p| p.packed = None);
+            Some(Arc::new(fused))
+        };
         let wide = self.autocast();
         let layers = wide
             .layers
             .into_iter()
-            .map(|l| Block {
-                self_attn: Attention {
-                    q_proj: pack(l.self_attn.q_proj),
-                    k_proj: pack(l.self_attn.k_proj),
-                    v_proj: pack(l.self_attn.v_proj),
-                    o_proj: pack(l.self_attn.o_proj),
-                    ..l.self_attn
-                },
-                mlp: Mlp { gate_proj: pack(l.mlp.gate_proj), up_proj: pack(l.mlp.up_proj), down_proj: pack(l.mlp.down_proj), ..l.mlp },
-                ..l
+            .map(|l| {
+                let a = l.self_attn;
+                let mut qkv = [pack(a.q_proj), pack(a.k_proj), pack(a.v_proj)];
+                let packed_qkv = fuse(&mut qkv);
+                let [q_proj, k_proj, v_proj] = qkv;
+                let self_attn = Attention { q_proj, k_proj, v_proj, packed_qkv, o_proj: pack(a.o_proj), ..a };
+                let m = l.mlp;
+                let mut gate_up = [pack(m.gate_proj), pack(m.up_proj)];
+                let packed_gate_up = if m.act == Activation::Silu { fuse(&mut gate_up) } else { None };
+                let [gate_proj, up_proj] = gate_up;
+                let mlp = Mlp { gate_proj, up_proj, down_proj: pack(m.down_proj), packed_gate_up, ..m };
+                Block { self_attn, mlp, ..l }
             })
             .collect();
         Llama { layers, lm_head: wide.lm_head.map(pack), packed_head, compute_dtype: DType::F32, ..wide }

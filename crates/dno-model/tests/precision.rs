@@ -177,8 +177,20 @@ fn cpu_decoding_kernel_follows_f32() {
         let bf16_model = load_model_as(dir.path(), &device, Dtype::Bf16).unwrap().model;
         let plain = vals(bf16_model.forward(tokens(&device)));
         let fast = bf16_model.for_cpu_decoding();
+        // Each projection is packed on its own or within a fused q/k/v or gate/up matrix.
         let projections = |m: &Llama| -> Vec<bool> {
-            m.layers.iter().flat_map(|l| [&l.self_attn.q_proj, &l.self_attn.v_proj, &l.mlp.down_proj].map(|p| p.packed.is_some())).collect()
+            m.layers
+                .iter()
+                .flat_map(|l| {
+                    let (a, f) = (&l.self_attn, &l.mlp);
+                    [
+                        a.q_proj.packed.is_some() || a.packed_qkv.is_some(),
+                        a.v_proj.packed.is_some() || a.packed_qkv.is_some(),
+                        f.up_proj.packed.is_some() || f.packed_gate_up.is_some(),
+                        f.down_proj.packed.is_some(),
+                    ]
+                })
+                .collect()
         };
         if !dno_model::bf16mm::supported() {
             assert!(projections(&fast).iter().all(|p| !p), "no kernel on this CPU, so nothing may be packed");
@@ -186,6 +198,8 @@ fn cpu_decoding_kernel_follows_f32() {
             return;
         }
         assert!(projections(&fast).iter().all(|&p| p), "every projection runs on the kernel");
+        let fused = |m: &Llama| m.layers.iter().all(|l| l.self_attn.packed_qkv.is_some() && l.mlp.packed_gate_up.is_some());
+        assert_eq!(fused(&fast), !qwen2, "q/k/v and gate/up are fused where there are no biases");
         assert_eq!(fast.packed_head.is_some(), tied, "the tied head is packed (an untied one is a packed Linear)");
         assert_eq!(fast.compute_dtype, DType::F32);
         let want = vals(f32_model.forward(tokens(&device)));
