@@ -88,9 +88,13 @@ impl Linear {
 fn packed_matmul(x: Tensor<2>, w: &PackedBf16) -> Tensor<2> {
     let [rows, _] = x.dims();
     let (device, dtype) = (x.device(), x.dtype());
-    let xs = like(x, DType::F32).into_data().try_into_vec::<f32>().expect("an f32 tensor reads back as f32");
-    let y = crate::bf16mm::matmul(&xs, rows, w);
+    let y = crate::bf16mm::matmul(&host_f32(x), rows, w);
     like(Tensor::<2>::from_data(TensorData::new(y, [rows, w.n()]), &device), dtype)
+}
+
+/// The values of `x` as f32 in host memory (for dno's CPU kernels; no copy beyond burn's read-back).
+fn host_f32<const D: usize>(x: Tensor<D>) -> Vec<f32> {
+    like(x, DType::F32).into_data().try_into_vec::<f32>().expect("an f32 tensor reads back as f32")
 }
 
 /// `t` in `dtype` (a no-op when it already is). Parameters follow their input's dtype, so weights
@@ -197,8 +201,7 @@ fn silu_mlp_on_host(x: Tensor<3>, gate_up: &PackedBf16, down: &PackedBf16) -> Te
     use rayon::prelude::*;
     let [b, t, _] = x.dims();
     let (device, dtype) = (x.device(), x.dtype());
-    let xs = like(x, DType::F32).into_data().try_into_vec::<f32>().expect("an f32 tensor reads back as f32");
-    let y = crate::bf16mm::matmul(&xs, b * t, gate_up);
+    let y = crate::bf16mm::matmul(&host_f32(x), b * t, gate_up);
     let inter = gate_up.n() / 2;
     let mut h = vec![0f32; b * t * inter];
     h.par_chunks_mut(inter).zip(y.par_chunks(2 * inter)).for_each(|(h, y)| {
@@ -415,14 +418,13 @@ impl Attention {
                 self.v_proj.forward(x).reshape([b, t, nkv, hd]),
             ),
         };
-        let (mut q, mut k, v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
+        let (mut q, mut k, mut v) = (q.swap_dims(1, 2), k.swap_dims(1, 2), v.swap_dims(1, 2));
         if let (Some(qn), Some(kn)) = (&self.q_norm, &self.k_norm) {
             q = qn.forward(q);
             k = kn.forward(k);
         }
         let q = rope.apply(q);
-        let mut k = rope.apply(k);
-        let mut v = v;
+        k = rope.apply(k);
         if cpu_decoding && cache.is_some() {
             // A model prepared by Llama::for_cpu_decoding caches keys and values in bf16, as a
             // bf16 model does in transformers: decoding reads the whole cache every step, and
