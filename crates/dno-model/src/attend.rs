@@ -59,11 +59,15 @@ pub fn decode_attention(q: &Tensor<4>, k_buf: &Tensor<4>, v_buf: &Tensor<4>, s: 
         return None;
     }
     let (kp, vp, mp) = (flex_primitive(k_buf)?, flex_primitive(v_buf)?, flex_primitive(mask)?);
+    if kp.dtype() != vp.dtype() || mp.dtype() != DType::F32 {
+        return None;
+    }
     let (keys, values) = (kv_view(&kp)?, kv_view(&vp)?);
-    let mask: &[f32] = if mp.dtype() == DType::F32 { mp.storage::<f32>() } else { return None };
+    let mask: &[f32] = mp.storage::<f32>();
     let dtype = q.dtype();
     let qs: Vec<f32> = crate::model::to_vec_f32(q.clone()).ok()?;
     let rep = nh / nkv;
+    let simd = avx512(hd);
     let mut out = vec![0f32; b * nh * hd];
     // One task per (row, kv head): its rep query heads are adjacent in q and in the output.
     out.par_chunks_mut(rep * hd).enumerate().for_each(|(task, o)| {
@@ -71,11 +75,11 @@ pub fn decode_attention(q: &Tensor<4>, k_buf: &Tensor<4>, v_buf: &Tensor<4>, s: 
         let base = (r * nkv + g) * cap * hd;
         let q = &qs[task * rep * hd..(task + 1) * rep * hd];
         let m = &mask[r * s..(r + 1) * s];
+        let span = base..base + s * hd;
         match (&keys, &values) {
-            (Kv::F32(k), Kv::F32(v)) => group(q, &k[base..base + s * hd], &v[base..base + s * hd], m, hd, scale, o),
-            (Kv::Bf16(k), Kv::Bf16(v)) => group(q, &k[base..base + s * hd], &v[base..base + s * hd], m, hd, scale, o),
-            (Kv::F32(k), Kv::Bf16(v)) => group(q, &k[base..base + s * hd], &v[base..base + s * hd], m, hd, scale, o),
-            (Kv::Bf16(k), Kv::F32(v)) => group(q, &k[base..base + s * hd], &v[base..base + s * hd], m, hd, scale, o),
+            (Kv::F32(k), Kv::F32(v)) => group(q, &k[span.clone()], &v[span], m, hd, scale, simd, o),
+            (Kv::Bf16(k), Kv::Bf16(v)) => group(q, &k[span.clone()], &v[span], m, hd, scale, simd, o),
+            _ => unreachable!("keys and values share a dtype (checked above)"),
         }
     });
     drop((kp, vp, mp));
@@ -115,21 +119,31 @@ impl Elem for half::bf16 {
     }
 }
 
+/// Whether [`group`] may take its AVX-512 path for head size `hd` (a multiple of 16 lanes).
+fn avx512(hd: usize) -> bool {
+    #[cfg(target_arch = "x86_64")]
+    {
+        hd % 16 == 0 && std::is_x86_feature_detected!("avx512f")
+    }
+    #[cfg(not(target_arch = "x86_64"))]
+    {
+        let _ = hd;
+        false
+    }
+}
+
 /// Attention of one kv head's `rep` query heads: `q [rep, hd]`, keys and values `[s, hd]`,
-/// additive mask `[s]`; writes `out [rep, hd]`.
-fn group<K: Elem, V: Elem>(q: &[f32], k: &[K], v: &[V], mask: &[f32], hd: usize, scale: f32, out: &mut [f32]) {
+/// additive mask `[s]`; writes `out [rep, hd]`. `simd`: [`avx512`]`(hd)`.
+#[allow(clippy::too_many_arguments)]
+fn group<K: Elem, V: Elem>(q: &[f32], k: &[K], v: &[V], mask: &[f32], hd: usize, scale: f32, simd: bool, out: &mut [f32]) {
     let s = mask.len();
     let rep = q.len() / hd;
     let visible: Vec<usize> = (0..s).filter(|&j| mask[j] > MASKED / 2.0).collect();
     let n = visible.len();
     let mut scores = vec![0f32; rep * n];
-    #[cfg(target_arch = "x86_64")]
-    let simd = hd % 16 == 0 && std::is_x86_feature_detected!("avx512f");
-    #[cfg(not(target_arch = "x86_64"))]
-    let simd = false;
     if simd {
         #[cfg(target_arch = "x86_64")]
-        // SAFETY: AVX-512F was detected; hd is a multiple of 16 and every slice holds whole rows.
+        // SAFETY: AVX-512F was detected and hd is a multiple of 16 (avx512()); every slice holds whole rows.
         unsafe {
             simd::scores(q, k, &visible, hd, &mut scores)
         };

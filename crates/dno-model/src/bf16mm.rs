@@ -172,12 +172,7 @@ fn matmul_avx512(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
     let mut a = vec![0u32; M_CHUNK.min(m) * kp];
     for m0 in (0..m).step_by(M_CHUNK) {
         let rows = M_CHUNK.min(m - m0);
-        // Round this chunk of x to bf16 pairs.
-        a[..rows * kp].par_chunks_mut(kp).enumerate().for_each(|(r, dst)| {
-            let src = &x[(m0 + r) * w.k..(m0 + r + 1) * w.k];
-            // SAFETY: the CPU has AVX512-BF16 (asserted above); dst holds ceil(K/2) pairs.
-            unsafe { to_pairs(src, dst) };
-        });
+        rows_to_pairs(x, w.k, m0, &mut a[..rows * kp]);
         let a = &a[..rows * kp];
         let c = Out(out[m0 * n..].as_mut_ptr());
         let per_task = panels.div_ceil(rayon::current_num_threads() * 4).max(1);
@@ -194,6 +189,15 @@ fn matmul_avx512(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
         });
     }
     out
+}
+
+/// Rows `m0..` of `x` (`k` columns) rounded to bf16 pairs, as many rows as `dst` holds
+/// (`ceil(k/2)` pairs each), on all cores. The caller has checked [`supported`].
+fn rows_to_pairs(x: &[f32], k: usize, m0: usize, dst: &mut [u32]) {
+    dst.par_chunks_mut(k.div_ceil(2)).enumerate().for_each(|(r, row)| {
+        // SAFETY: the CPU has AVX512-BF16 (the caller checked); `row` holds ceil(k/2) pairs.
+        unsafe { to_pairs(&x[(m0 + r) * k..(m0 + r + 1) * k], row) };
+    });
 }
 
 /// One row of `x` as bf16 pairs (`dst[q]` = x[2q] low, x[2q+1] high, 0 past the end): the bf16
@@ -277,10 +281,7 @@ mod amx {
         for m0 in (0..m).step_by(M_CHUNK) {
             let rows = M_CHUNK.min(m - m0);
             let padded = rows.div_ceil(BLOCK_M) * BLOCK_M;
-            a[..rows * kp].par_chunks_mut(kp).enumerate().for_each(|(r, dst)| {
-                // SAFETY: the CPU has AVX512-BF16 (request() checked it); dst holds ceil(K/2) pairs.
-                unsafe { super::to_pairs(&x[(m0 + r) * w.k..(m0 + r + 1) * w.k], dst) };
-            });
+            super::rows_to_pairs(x, w.k, m0, &mut a[..rows * kp]);
             a[rows * kp..padded * kp].fill(0);
             let a = &a[..padded * kp];
             let c = Out(out[m0 * n..].as_mut_ptr());
