@@ -83,6 +83,29 @@ impl PackedBf16 {
         }
     }
 
+    /// Packs row-major bf16 bits `w [k, n]` (contiguous rows: the fast path for weights that
+    /// change every step).
+    pub fn from_bf16_rows(w: &[u16], k: usize, n: usize) -> Self {
+        assert_eq!(w.len(), k * n, "weight is not [{k}, {n}]");
+        assert!(k > 0 && n > 0, "empty weight [{k}, {n}]");
+        let (kp, panels) = (k.div_ceil(2), n.div_ceil(NR));
+        let mut data = vec![0u32; panels * kp * NR];
+        data.par_chunks_mut(kp * NR).enumerate().for_each(|(p, panel)| {
+            let (j0, cols) = (p * NR, NR.min(n - p * NR));
+            for q in 0..kp {
+                let lo = &w[2 * q * n + j0..][..cols];
+                let out = &mut panel[q * NR..q * NR + cols];
+                if 2 * q + 1 < k {
+                    let hi = &w[(2 * q + 1) * n + j0..][..cols];
+                    out.iter_mut().zip(lo.iter().zip(hi)).for_each(|(o, (&l, &h))| *o = l as u32 | (h as u32) << 16);
+                } else {
+                    out.iter_mut().zip(lo).for_each(|(o, &l)| *o = l as u32);
+                }
+            }
+        });
+        PackedBf16 { k, n, data }
+    }
+
     /// Packs the weights whose bf16 bits `w(i, j)` returns (row i < k, column j < n).
     fn from_bits(k: usize, n: usize, w: impl Fn(usize, usize) -> u32 + Sync) -> Self {
         assert!(k > 0 && n > 0, "empty weight [{k}, {n}]");
@@ -153,9 +176,30 @@ impl Out {
     }
 }
 
+/// The rows of `x`, row-major: f32 (rounded to bf16 by the kernel) or bf16 bits (used as they are).
+#[derive(Debug, Clone, Copy)]
+pub enum Rows<'a> {
+    F32(&'a [f32]),
+    Bf16(&'a [u16]),
+}
+
+impl Rows<'_> {
+    fn len(&self) -> usize {
+        match self {
+            Rows::F32(x) => x.len(),
+            Rows::Bf16(x) => x.len(),
+        }
+    }
+}
+
 /// `x [m, K] × W -> [m, N]`, row-major f32. Panics if this CPU lacks AVX512-BF16 (check
 /// [`supported`] first) or if `x.len() != m * K`.
 pub fn matmul(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
+    matmul_rows(Rows::F32(x), m, w)
+}
+
+/// [`matmul`] for rows given as f32 or as bf16 bits.
+pub fn matmul_rows(x: Rows, m: usize, w: &PackedBf16) -> Vec<f32> {
     assert!(supported(), "bf16mm::matmul needs AVX512-BF16");
     assert_eq!(x.len(), m * w.k, "x is not [{m}, {}]", w.k);
     if w.k.div_ceil(2) % amx::KP == 0 && uses_amx() {
@@ -165,7 +209,7 @@ pub fn matmul(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
 }
 
 /// [`matmul`] on the AVX512-BF16 micro-kernel.
-fn matmul_avx512(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
+fn matmul_avx512(x: Rows, m: usize, w: &PackedBf16) -> Vec<f32> {
     let (kp, n) = (w.k.div_ceil(2), w.n);
     let panels = n.div_ceil(NR);
     let mut out = vec![0f32; m * n];
@@ -191,12 +235,38 @@ fn matmul_avx512(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
     out
 }
 
-/// Rows `m0..` of `x` (`k` columns) rounded to bf16 pairs, as many rows as `dst` holds
-/// (`ceil(k/2)` pairs each), on all cores. The caller has checked [`supported`].
-fn rows_to_pairs(x: &[f32], k: usize, m0: usize, dst: &mut [u32]) {
+/// Rows `m0..` of `x` (`k` columns) as bf16 pairs, as many rows as `dst` holds (`ceil(k/2)`
+/// pairs each), on all cores. The caller has checked [`supported`].
+fn rows_to_pairs(x: Rows, k: usize, m0: usize, dst: &mut [u32]) {
     dst.par_chunks_mut(k.div_ceil(2)).enumerate().for_each(|(r, row)| {
-        // SAFETY: the CPU has AVX512-BF16 (the caller checked); `row` holds ceil(k/2) pairs.
-        unsafe { to_pairs(&x[(m0 + r) * k..(m0 + r + 1) * k], row) };
+        let range = (m0 + r) * k..(m0 + r + 1) * k;
+        match x {
+            // SAFETY: the CPU has AVX512-BF16 (the caller checked); `row` holds ceil(k/2) pairs.
+            Rows::F32(x) => unsafe { to_pairs(&x[range], row) },
+            Rows::Bf16(x) => {
+                let src = &x[range];
+                for (q, pair) in row.iter_mut().enumerate() {
+                    let hi = src.get(2 * q + 1).map_or(0, |&b| b as u32);
+                    *pair = src[2 * q] as u32 | (hi << 16);
+                }
+            }
+        }
+    });
+}
+
+/// `src` rounded to bf16 bits (nearest even, as [`matmul`] rounds), into `dst` (same length),
+/// on all cores.
+pub fn round_to_bf16(src: &[f32], dst: &mut [u16]) {
+    assert_eq!(src.len(), dst.len());
+    const CHUNK: usize = 1 << 14;
+    dst.par_chunks_mut(CHUNK).zip(src.par_chunks(CHUNK)).for_each(|(d, s)| {
+        #[cfg(target_arch = "x86_64")]
+        if supported() {
+            // SAFETY: the CPU has AVX512-BF16 (checked); `s` and `d` have the same length.
+            unsafe { kernel::to_bf16(s, d) };
+            return;
+        }
+        d.iter_mut().zip(s).for_each(|(d, &s)| *d = half::bf16::from_f32(s).to_bits());
     });
 }
 
@@ -271,7 +341,7 @@ mod amx {
     }
 
     /// `x [m, K] × W` on AMX tiles; `K/2` is a multiple of [`KP`] and [`request`] returned true.
-    pub(super) fn matmul(x: &[f32], m: usize, w: &PackedBf16) -> Vec<f32> {
+    pub(super) fn matmul(x: super::Rows, m: usize, w: &PackedBf16) -> Vec<f32> {
         let (kp, n) = (w.k.div_ceil(2), w.n);
         let panels = n.div_ceil(NR);
         let mut out = vec![0f32; m * n];
@@ -395,6 +465,22 @@ mod kernel {
     use super::NR;
     use std::arch::x86_64::*;
 
+    /// `src` rounded to bf16 bits, 16 at a time by `VCVTNEPS2BF16`.
+    #[target_feature(enable = "avx512f,avx512bf16")]
+    pub(super) unsafe fn to_bf16(src: &[f32], dst: &mut [u16]) {
+        let full = src.len() / 16;
+        unsafe {
+            for c in 0..full {
+                let v = _mm512_loadu_ps(src.as_ptr().add(16 * c));
+                let b: __m256i = std::mem::transmute(_mm512_cvtneps_pbh(v));
+                _mm256_storeu_si256(dst.as_mut_ptr().add(16 * c) as *mut _, b);
+            }
+        }
+        for i in 16 * full..src.len() {
+            dst[i] = super::bf16_bits(src[i]) as u16;
+        }
+    }
+
     #[target_feature(enable = "avx512f,avx512bf16")]
     pub(super) unsafe fn to_pairs(src: &[f32], dst: &mut [u32]) {
         let full = src.len() / 32;
@@ -500,10 +586,18 @@ mod tests {
             let w: Vec<f32> = (0..k * n).map(|_| rnd()).collect();
             let got = matmul(&x, m, &PackedBf16::new(&w, k, n));
             // Where matmul took the AMX path, the AVX512-BF16 kernel is checked too.
-            let other = matmul_avx512(&x, m, &PackedBf16::new(&w, k, n));
+            let other = matmul_avx512(Rows::F32(&x), m, &PackedBf16::new(&w, k, n));
             // The same weights as bf16, stored transposed ([n, k]: a tied head's embeddings).
             let wt: Vec<half::bf16> = (0..n * k).map(|t| half::bf16::from_f32(w[(t % k) * n + t / k])).collect();
             let got_t = matmul(&x, m, &PackedBf16::from_bf16(&wt, k, n, true));
+            // Rows given as bf16 bits (rounded by round_to_bf16) and weights packed from bf16
+            // rows: bit for bit the same product.
+            let (mut xb, mut wb) = (vec![0u16; m * k], vec![0u16; k * n]);
+            round_to_bf16(&x, &mut xb);
+            round_to_bf16(&w, &mut wb);
+            assert!(xb.iter().zip(&x).all(|(&b, &v)| b == half::bf16::from_f32(v).to_bits()), "round_to_bf16 rounds as half does");
+            let got_b = matmul_rows(Rows::Bf16(&xb), m, &PackedBf16::from_bf16_rows(&wb, k, n));
+            assert_eq!(got, got_b, "[{m},{k},{n}]: bf16 rows / row-packed weights");
             for i in 0..m {
                 for j in 0..n {
                     let want: f64 = (0..k).map(|q| round(x[i * k + q]) * round(w[q * n + j])).sum();

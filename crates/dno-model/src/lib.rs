@@ -8,6 +8,7 @@
 //! - [`lora`] attaches and merges LoRA adapters; [`device::DeviceSpec`] parses "cpu" / "cuda:N".
 
 pub mod attend;
+pub mod bf16_linear;
 pub mod bf16mm;
 pub mod chat;
 pub mod config;

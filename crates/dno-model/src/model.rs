@@ -70,6 +70,8 @@ impl Linear {
                 let delta = x2.clone().matmul(like(l.a.val(), dt)).matmul(like(l.b.val(), dt)).mul_scalar(l.scale);
                 x2.matmul(like(self.weight.val(), dt)) + delta
             }
+            // bf16 weights on the CPU: dno's kernel, forward and backward (crate::bf16_linear).
+            None if dt == DType::BF16 => crate::bf16_linear::matmul(x2, self.weight.val()),
             None => x2.matmul(like(self.weight.val(), dt)),
         };
         if let Some(b) = &self.bias {
@@ -994,5 +996,33 @@ mod tests {
         let y = to_vec_f32(y).unwrap();
         let want: f32 = 0.5 + (0..k).map(|q| x[q] * (q * n) as f32 / 8.0).sum::<f32>();
         assert!((y[0] - want).abs() < 1e-5, "autodiff path used the packed weights: {} vs {want}", y[0]);
+    }
+
+    /// A bf16 Linear being trained on the CPU runs on dno's bf16 kernel (crate::bf16_linear),
+    /// forward and backward, and its weight and input get their gradients.
+    #[test]
+    fn bf16_linear_trains_on_the_kernel() {
+        if !crate::bf16_linear::applies(&Device::flex()) {
+            eprintln!("SKIPPED: this CPU has no AVX512-BF16 (or DNO_BF16MM=0)");
+            return;
+        }
+        let ad = Device::flex().autodiff();
+        let (k, n) = (64, 48);
+        let w: Vec<f32> = (0..k * n).map(|i| ((i * 7) % 13) as f32 / 13.0 - 0.5).collect();
+        let lin = Linear::new(like(Tensor::<2>::from_data(TensorData::new(w.clone(), [k, n]), &ad), DType::BF16), None);
+        let lin = lin.fork(&ad).train();
+        let xv: Vec<f32> = (0..3 * k).map(|i| ((i * 5) % 11) as f32 / 11.0 - 0.5).collect();
+        let x = like(Tensor::<2>::from_data(TensorData::new(xv.clone(), [3, k]), &ad), DType::BF16).require_grad();
+        let y = lin.forward(x.clone());
+        assert!(crate::bf16_linear::holds_pack(&lin.weight.val()), "the product ran on the bf16 kernel");
+        assert_eq!(y.dtype(), DType::BF16);
+        let grads = like(y.clone(), DType::F32).sum().backward();
+        let gw = to_vec_f32(lin.weight.grad(&grads).expect("the weight gets a gradient")).unwrap();
+        // d(sum y)/dW[q][j] = sum over rows of x[r][q] (bf16-rounded x; bf16-rounded result).
+        for q in [0, 17, 63] {
+            let want: f32 = (0..3).map(|r| half::bf16::from_f32(xv[r * k + q]).to_f32()).sum();
+            assert!((gw[q * n] - want).abs() <= 1e-2 * want.abs().max(1.0), "dW[{q}][0]: {} vs {want}", gw[q * n]);
+        }
+        assert!(x.grad(&grads).is_some(), "the input gets a gradient");
     }
 }

@@ -65,9 +65,10 @@ fn head_matrix(model: &Llama, dtype: DType) -> (Tensor<2>, Option<Tensor<1>>) {
 /// The exponentials are summed in blocks of 256 first: a plain f32 sum over ~50k vocabulary terms
 /// accumulates a systematic rounding bias (~1e-4 per token); this keeps scores within ~1e-5 per
 /// token of the sampler's f64 log-probabilities.
-fn shifted_logits(h: Tensor<2>, w: &Tensor<2>, bias: &Option<Tensor<1>>) -> (Tensor<2>, Tensor<2>) {
+fn shifted_logits(h: Tensor<2>, w: &Tensor<2>, bias: &Option<Tensor<1>>, kernel: bool) -> (Tensor<2>, Tensor<2>) {
     const BLOCK: usize = 256;
-    let mut logits = like(h.matmul(w.clone()), DType::F32);
+    let logits = if kernel { crate::bf16_linear::matmul(h, w.clone()) } else { h.matmul(w.clone()) };
+    let mut logits = like(logits, DType::F32);
     if let Some(b) = bias {
         logits = logits + b.clone().unsqueeze::<2>();
     }
@@ -81,6 +82,15 @@ fn shifted_logits(h: Tensor<2>, w: &Tensor<2>, bias: &Option<Tensor<1>>) -> (Ten
     }
     let sum: Tensor<3> = e.reshape([n, blocks, BLOCK]).sum_dim(2);
     (shifted, sum.reshape([n, blocks]).sum_dim(1).log())
+}
+
+/// Whether the head's products run on dno's bf16 kernel ([`crate::bf16_linear`]): a bf16
+/// model on the CPU (mixed precision). The hidden states, f32 under [`Llama::autocast`], are
+/// then rounded to bf16 as autocast rounds a linear layer's input, the bf16 head weights are
+/// used as they are, and the logits come out in f32. Otherwise the head is burn's matmul in the
+/// hidden states' dtype.
+fn head_on_kernel(model: &Llama, device: &burn::tensor::Device) -> bool {
+    model.weight_dtype() == DType::BF16 && crate::bf16_linear::applies(device)
 }
 
 fn ints(v: Vec<i64>, device: &burn::tensor::Device) -> Tensor<1, Int> {
@@ -101,14 +111,15 @@ fn chunk_ids(s: Scored, start: usize, end: usize, device: &burn::tensor::Device)
 pub fn token_logps(model: &Llama, hidden: &Tensor<2>, s: Scored, chunk: usize) -> Tensor<1> {
     let h = hidden.clone().inner();
     let device = h.device();
-    let (w, bias) = head_matrix(model, h.dtype());
+    let kernel = head_on_kernel(model, &device);
+    let (w, bias) = head_matrix(model, if kernel { DType::BF16 } else { h.dtype() });
     let n = s.len();
     let mut out = Vec::with_capacity(n.div_ceil(chunk.max(1)));
     let mut start = 0;
     while start < n {
         let end = (start + chunk.max(1)).min(n);
         let (idx, tgt) = chunk_ids(s, start, end, &device);
-        let (shifted, logsum) = shifted_logits(h.clone().select(0, idx), &w, &bias);
+        let (shifted, logsum) = shifted_logits(h.clone().select(0, idx), &w, &bias, kernel);
         out.push(shifted.gather(1, tgt) - logsum);
         start = end;
     }
@@ -143,7 +154,8 @@ pub fn sequence_logps_backward(
     let h = hidden.clone().inner();
     let device = h.device();
     let hdt = h.dtype();
-    let (w, bias) = head_matrix(model, hdt);
+    let kernel = head_on_kernel(model, &device);
+    let (w, bias) = head_matrix(model, if kernel { DType::BF16 } else { hdt });
     let v = w.dims()[1];
     let owner = ints(s.seq_of.iter().map(|&q| q as i64).collect(), &device);
     let g_tok = grad_seqs.inner().select(0, owner); // [N]
@@ -162,17 +174,21 @@ pub fn sequence_logps_backward(
         let end = (start + chunk.max(1)).min(n);
         let (idx, tgt) = chunk_ids(s, start, end, &device);
         let h_c = h.clone().select(0, idx);
-        let (shifted, logsum) = shifted_logits(h_c.clone(), &w, &bias);
+        let (shifted, logsum) = shifted_logits(h_c.clone(), &w, &bias, kernel);
         let g: Tensor<2> = g_tok.clone().narrow(0, start, end - start).reshape([end - start, 1]);
         // dL/dlogits = g·(onehot(target) − softmax(logits)).
         let probs = (shifted - logsum).exp();
         let grad_logits = (probs * g.clone()).neg().scatter(1, tgt, g, IndexingUpdateOp::Add);
-        // dL/dh in the hidden states' dtype; dL/dW in f32, from the f32 dL/dlogits (an f32 matmul
-        // writes its `[D, V]` product once, where a bf16 one would also round it and widen it back).
-        let grad_logits_h = like(grad_logits.clone(), hdt);
-        grad_h.push(grad_logits_h.matmul(w.clone().transpose()));
+        // dL/dh in the hidden states' dtype; dL/dW accumulated in f32. On the kernel both
+        // products round dL/dlogits to bf16 and sum in f32 (as autocast's backward does).
+        if kernel {
+            grad_h.push(like(crate::bf16_linear::matmul(grad_logits.clone(), w.clone().transpose()), hdt));
+        } else {
+            grad_h.push(like(grad_logits.clone(), hdt).matmul(w.clone().transpose()));
+        }
         if head_trained {
-            let part = like(h_c, DType::F32).transpose().matmul(grad_logits.clone());
+            let part = like(h_c, DType::F32).transpose();
+            let part = if kernel { crate::bf16_linear::matmul(part, grad_logits.clone()) } else { part.matmul(grad_logits.clone()) };
             grad_w = Some(match grad_w.take() {
                 Some(gw) => gw + part,
                 None => part,

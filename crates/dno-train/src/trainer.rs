@@ -207,6 +207,8 @@ pub fn train(
         let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad, &plan, &opts)?;
         let (grads, grad_norm) = optim::clip_global_norm(&policy, grads, cfg.max_grad_norm)?;
         policy = optim.step(lr, policy, grads);
+        // The weights changed: the bf16 kernel's packed copies of the old ones go.
+        dno_model::bf16_linear::forget_packed();
         release_free_memory();
         let secs = t_step.elapsed().as_secs_f64();
 
