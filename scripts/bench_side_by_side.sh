@@ -16,7 +16,8 @@
 #    (scripts/gpu_check_peers.py dpo), beta 0.1, lr 5e-7, batch 8, one epoch over the same PAIRS
 #    pairs, built from the first sampling run (longest vs shortest response of each prompt). Both
 #    are timed as whole commands (model load and reference pass included); tok/s uses dno's token
-#    count (metrics.parquet `tokens`) for both, so the ratio is the ratio of wall times.
+#    count (metrics.parquet `tokens`) for both, so the ratio is the ratio of wall times. dno also
+#    runs `--dtype bf16` (mixed precision, the analogue of TRL's bf16 autocast), after its f32 run.
 # Peak RSS is GNU time's maximum resident set (llama-server: its VmHWM at the end).
 #
 # Peers: llama-server from scripts/build_llamacpp.sh (LLAMA_BUILD, default /work/llama-build);
@@ -159,6 +160,12 @@ if [[ $DO_TRAIN = 1 ]]; then
             --loss dpo --eta 0.1 --lr 5e-7 --epochs 1 --batch-size 8
         TRAIN_TOKENS=$("$PY" scripts/gpu_check_peers.py metrics-tokens --metrics "$OUT/train.$rep/metrics.parquet")
         printf 'train\tdno\t%s\t%s\t%s\t%s\n' "$rep" "$SECS" "$TRAIN_TOKENS" "$RSS" >>"$RES"
+        # Mixed precision (bf16 weights and products, f32 master weights and moments), as TRL bf16.
+        rm -rf "$OUT/train-bf16.$rep"
+        if timed "train-bf16.$rep" "$DNO" train --model "$GGUF" --pairs "$OUT/pairs.parquet" --out "$OUT/train-bf16.$rep" \
+                --loss dpo --eta 0.1 --lr 5e-7 --epochs 1 --batch-size 8 --dtype bf16; then
+            printf 'train\tdno --dtype bf16\t%s\t%s\t%s\t%s\n' "$rep" "$SECS" "$TRAIN_TOKENS" "$RSS" >>"$RES"
+        fi
     done
     # Same pairs, same tokens: TRL's rows get dno's count.
     awk -F'\t' -v t="$TRAIN_TOKENS" 'BEGIN{OFS="\t"} $1 == "train" && $2 ~ /^TRL/ {$5 = t} {print}' "$RES" >"$RES.tmp" && mv "$RES.tmp" "$RES"
@@ -189,10 +196,12 @@ row() {  # stage label peer system...: each dno system's ratio is to the first (
     done
 }
 [[ $DO_SAMPLE = 1 ]] && row sample "sample $PROMPTS prompts x K=$K, $MAX_NEW new, T=0.7 top-p 0.95" llama-server dno "dno --dtype bf16"
-[[ $DO_TRAIN = 1 ]] && row train "DPO full FT, $PAIRS pairs, batch 8, 1 epoch" TRL "TRL bf16" dno
+[[ $DO_TRAIN = 1 ]] && row train "DPO full FT, $PAIRS pairs, batch 8, 1 epoch" TRL "TRL bf16" dno "dno --dtype bf16"
 if [[ $DO_TRAIN = 1 && $TRL_BF16 = 1 ]]; then
-    b=$(tps train "TRL bf16"); d=$(tps train dno)
-    [[ "$b" != nan && "$d" != nan ]] && { echo; awk -v a="$d" -v b="$b" 'BEGIN{printf "dno / TRL bf16 (training): %.2fx\n", a/b}'; }
+    b=$(tps train "TRL bf16"); d=$(tps train dno); d16=$(tps train "dno --dtype bf16")
+    echo
+    [[ "$b" != nan && "$d" != nan ]] && awk -v a="$d" -v b="$b" 'BEGIN{printf "dno / TRL bf16 (training): %.2fx\n", a/b}'
+    [[ "$b" != nan && "$d16" != nan ]] && awk -v a="$d16" -v b="$b" 'BEGIN{printf "dno --dtype bf16 / TRL bf16 (training): %.2fx\n", a/b}'
 fi
 for n in "${NOTES[@]}"; do echo; echo "note: $n"; done
 echo

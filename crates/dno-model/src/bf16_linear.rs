@@ -10,15 +10,19 @@
 //! the result rounded to the output's dtype (x's for the product and dx, w's for dw).
 //!
 //! The packed weights (`w` for the product, `wᵀ` for dx) are cached ([`packed`]) under their
-//! storage, so a step packs each weight once for the policy's shards, its recomputed layers
-//! and the reference pass; [`forget_packed`] drops the cache (the trainer calls it after every
-//! optimizer step, when the weights change). dw's `K` is the number of positions: it is padded
-//! with zero rows to a multiple of 32, which keeps the AMX tiles in use (a padded row adds
-//! nothing to the product).
+//! storage, so a step packs each weight once for the policy's shards and the reference pass;
+//! [`forget_packed`] drops the cache (the trainer calls it after every optimizer step, when the
+//! weights change) and [`set_caching`] turns it off (`--gradient-checkpointing`). dw's `K` is
+//! the number of positions: it is padded with zero rows to a multiple of 32, which keeps the
+//! AMX tiles in use (a padded row adds nothing to the product).
+//!
+//! Attention of a bf16 model on the CPU runs in f32 (`model::Attention::forward`), so this
+//! module covers every bf16 product of training but attention's.
 //!
 //! [`matmul`] falls back to burn's matmul where the kernel cannot run: another device, a CPU
 //! without AVX512-BF16, or `DNO_BF16MM=0`.
 
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex, OnceLock, Weak};
 
 use burn::backend::autodiff::checkpoint::base::Checkpointer;
@@ -100,6 +104,19 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
         return x.matmul(crate::model::like(w, dt));
     }
     Tensor::from_dispatch(<Dispatch as Bf16Matmul>::bf16_matmul(x.into_dispatch(), w.into_dispatch()))
+}
+
+static CACHING: AtomicBool = AtomicBool::new(true);
+
+/// Whether packed weights are cached (the default) or packed at every use. A cache holds up to
+/// two packed copies of every bf16 weight (for the product and for dx), as many bytes again as
+/// the model's bf16 weights; `dno train --gradient-checkpointing`, which trades time for
+/// memory, turns it off.
+pub fn set_caching(on: bool) {
+    CACHING.store(on, Ordering::Relaxed);
+    if !on {
+        forget_packed();
+    }
 }
 
 /// Drops the cached packed weights (call when the weights change: after an optimizer step).
@@ -216,6 +233,13 @@ fn cache() -> &'static Mutex<Vec<Entry>> {
 /// storage, layout and orientation (an entry whose storage was freed is dropped).
 fn packed(w: &FlexTensor, transpose: bool) -> Arc<PackedBf16> {
     let v = View::of(w);
+    let pack = || {
+        let (k, n) = if transpose { (v.cols, v.rows) } else { (v.rows, v.cols) };
+        Arc::new(PackedBf16::from_bf16_rows(&v.bf16_matrix(transpose, k, n), k, n))
+    };
+    if !CACHING.load(Ordering::Relaxed) {
+        return pack();
+    }
     let data = w.data_arc();
     let key = key_of(&v, &data, transpose);
     let slot = {
@@ -232,11 +256,7 @@ fn packed(w: &FlexTensor, transpose: bool) -> Arc<PackedBf16> {
     };
     drop(data);
     // Packed outside the lock: the shards' threads wait on this entry, not on the whole cache.
-    slot.get_or_init(|| {
-        let (k, n) = if transpose { (v.cols, v.rows) } else { (v.rows, v.cols) };
-        Arc::new(PackedBf16::from_bf16_rows(&v.bf16_matrix(transpose, k, n), k, n))
-    })
-    .clone()
+    slot.get_or_init(pack).clone()
 }
 
 /// `y` (row-major `shape`, f32) as a flex tensor of `dtype`.

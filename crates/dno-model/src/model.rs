@@ -451,7 +451,12 @@ impl Attention {
             }
             None => (k, v),
         };
-        let (k, v) = (like(k, q.dtype()), like(v, q.dtype()));
+        // A bf16 model on the CPU computes attention in f32: burn-flex runs bf16 matmuls and
+        // element-wise ops by widening to f32 and rounding back at every op, so one widening
+        // here is both faster and closer to f32 (autocast, too, runs softmax in f32).
+        let dt = q.dtype();
+        let att_dt = if dt == DType::BF16 && crate::bf16_linear::applies(&q.device()) { DType::F32 } else { dt };
+        let (q, k, v) = (like(q, att_dt), like(k, att_dt), like(v, att_dt));
         let s = k.dims()[2];
         let rep = nh / nkv;
         // Grouped-query attention without copying K/V: head h uses kv head h / rep, so the
@@ -459,10 +464,10 @@ impl Attention {
         let q = q.reshape([b, nkv, rep * t, hd]);
         let scores = q.matmul(k.swap_dims(2, 3)).mul_scalar(self.scale);
         let scores: Tensor<5> = scores.reshape([b, nkv, rep, t, s]);
-        let scores = scores + mask.clone().unsqueeze_dim::<5>(1);
+        let scores = scores + like(mask.clone(), att_dt).unsqueeze_dim::<5>(1);
         let probs = softmax(scores, 4).reshape([b, nkv, rep * t, s]);
         let out = probs.matmul(v).reshape([b, nh, t, hd]).swap_dims(1, 2).reshape([b, t, nh * hd]);
-        self.o_proj.forward(out)
+        self.o_proj.forward(like(out, dt))
     }
 }
 

@@ -105,6 +105,9 @@ pub fn train(
         }
     }
 
+    // Gradient checkpointing trades time for memory: the bf16 kernel then packs each weight at
+    // every use instead of keeping packed copies for the step (dno_model::bf16_linear).
+    dno_model::bf16_linear::set_caching(!opts.gradient_checkpointing);
     let plan = ShardPlan::new(device, &opts.devices, opts.shards);
     if plan.len() > 1 {
         log::info!("data parallel: {} shards on {:?}", plan.len(), plan.devices);
