@@ -109,9 +109,9 @@ pub fn matmul(x: Tensor<2>, w: Tensor<2>) -> Tensor<2> {
 static CACHING: AtomicBool = AtomicBool::new(true);
 
 /// Whether packed weights are cached (the default) or packed at every use. A cache holds up to
-/// two packed copies of every bf16 weight (for the product and for dx), as many bytes again as
-/// the model's bf16 weights; `dno train --gradient-checkpointing`, which trades time for
-/// memory, turns it off.
+/// two packed copies of every bf16 weight (for the product and for dx), twice the bytes of the
+/// model's bf16 weights; `dno train --gradient-checkpointing`, which trades time for memory,
+/// turns it off.
 pub fn set_caching(on: bool) {
     CACHING.store(on, Ordering::Relaxed);
     if !on {
@@ -123,7 +123,6 @@ pub fn set_caching(on: bool) {
 pub fn forget_packed() {
     cache().lock().expect("bf16 pack cache").clear();
 }
-
 
 /// Whether the cache holds a pack of `w` (as the product's weight): [`matmul`] ran on the
 /// kernel with it since the last [`forget_packed`].
