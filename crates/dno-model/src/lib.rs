@@ -23,6 +23,7 @@ pub mod lora;
 pub mod model;
 pub mod recompute;
 pub mod score;
+pub mod silu_gate;
 pub mod spm;
 pub mod tokenizer;
 

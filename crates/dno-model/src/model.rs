@@ -11,7 +11,7 @@
 
 use anyhow::{bail, Context, Result};
 use burn::module::{Module, Param};
-use burn::tensor::activation::{silu, softmax};
+use burn::tensor::activation::softmax;
 use burn::tensor::{DType, Device, Int, Tensor, TensorData};
 
 use crate::bf16mm::PackedBf16;
@@ -189,11 +189,13 @@ impl Mlp {
             return silu_mlp_on_host(x, gate_up, down);
         }
         let gate = self.gate_proj.forward(x.clone());
-        let gate = match self.act {
-            Activation::Silu => silu(gate),
-            Activation::GeluTanh => gelu_tanh(gate),
+        let up = self.up_proj.forward(x);
+        let h = match self.act {
+            // Fused forward and backward on the CPU (crate::silu_gate).
+            Activation::Silu => crate::silu_gate::silu_gate(gate, up),
+            Activation::GeluTanh => gelu_tanh(gate) * up,
         };
-        self.down_proj.forward(gate * self.up_proj.forward(x))
+        self.down_proj.forward(h)
     }
 }
 
