@@ -211,10 +211,7 @@ fn silu_mlp_on_host(x: Tensor<3>, gate_up: &PackedBf16, down: &PackedBf16) -> Te
     h.par_chunks_mut(inter).zip(y.par_chunks(2 * inter)).for_each(|(h, y)| {
         let (gate, up) = y.split_at(inter);
         for ((h, &g), &u) in h.iter_mut().zip(gate).zip(up) {
-            // σ(g) from e^-|g| (never overflows).
-            let e = crate::generate::exp_nonpositive(-g.abs());
-            let sigmoid = if g >= 0.0 { 1.0 / (1.0 + e) } else { e / (1.0 + e) };
-            *h = g * sigmoid * u;
+            *h = g * crate::silu_gate::sigmoid(g) * u;
         }
     });
     let out = crate::bf16mm::matmul(&h, b * t, down);

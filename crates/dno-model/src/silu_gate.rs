@@ -112,9 +112,9 @@ impl Vals {
     }
 }
 
-/// σ(x) from e^-|x| (never overflows).
+/// σ(x) from e^-|x| (never overflows); also the CPU decoding path's gate (`model::silu_mlp_on_host`).
 #[inline]
-fn sigmoid(x: f32) -> f32 {
+pub(crate) fn sigmoid(x: f32) -> f32 {
     let e = crate::generate::exp_nonpositive(-x.abs());
     if x >= 0.0 {
         1.0 / (1.0 + e)
