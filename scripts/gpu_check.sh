@@ -1,7 +1,8 @@
 #!/usr/bin/env bash
 # One prepared device check: parity with transformers, `dno sample` vs HF `generate`, `dno train`
 # (DPO) vs TRL, and peak GPU memory, printed as one table. Built for a CUDA machine that has
-# PyTorch but no cargo (and no network): build the binary HERE and carry it.
+# PyTorch but no cargo (and no network): build the binary HERE and carry it. On a machine with two
+# or more GPUs (or with --devices) it also trains on several of them at once (burn's all_reduce).
 #
 #   CUDARC_CUDA_VERSION=13000 cargo build --release -p dno-cli --features cuda
 #   mkdir -p gpu-bin && cp "$CARGO_TARGET_DIR/release/dno" gpu-bin/ && strip gpu-bin/dno
@@ -26,6 +27,7 @@ K=8
 MAX_NEW=128
 PAIRS=24
 OUT=${OUT:-/tmp/dno-gpu-check}
+DEVICES=""
 while [[ $# -gt 0 ]]; do
     case "$1" in
         --device) DEVICE=$2; shift 2 ;;
@@ -37,7 +39,8 @@ while [[ $# -gt 0 ]]; do
         --max-new-tokens) MAX_NEW=$2; shift 2 ;;
         --pairs) PAIRS=$2; shift 2 ;;
         --out) OUT=$2; shift 2 ;;
-        -h|--help) sed -n '2,16p' "$0"; exit 0 ;;
+        --devices) DEVICES=$2; shift 2 ;;
+        -h|--help) sed -n '2,17p' "$0"; exit 0 ;;
         *) echo "gpu_check: unknown argument $1" >&2; exit 2 ;;
     esac
 done
@@ -135,6 +138,25 @@ else
     gpu_watch_stop >/dev/null
     row "DPO train tok/s ($PAIRS pairs, batch 8)" "$DNO_TRAIN_TPS" "not run" "$(tail -1 "$OUT/trl.err")"
     row "train peak GPU / host RSS" "$DNO_GPU / $DNO_RSS MiB" "-" ""
+fi
+
+# 4. Multi-GPU training: the same DPO run replicated on several GPUs (`--devices`; gradients
+#    summed by burn's all_reduce, NCCL), its per-step losses against the one-GPU run above.
+if [[ -z "$DEVICES" && "$DEVICE" == cuda* ]] && command -v nvidia-smi >/dev/null; then
+    N_GPUS=$(nvidia-smi -L | wc -l)
+    (( N_GPUS >= 2 )) && DEVICES=$(seq -s, -f 'cuda:%g' 0 $((N_GPUS > 4 ? 3 : N_GPUS - 1)))
+fi
+if [[ -n "$DEVICES" ]]; then
+    if timed ddp "$DNO" train --model "$GGUF" --pairs "$OUT/pairs.parquet" --out "$OUT/train-ddp" --loss dpo --eta 0.1 \
+        --lr 5e-7 --epochs 1 --batch-size 8 --devices "$DEVICES"; then
+        DDP_TPS=$(awk -v t="$DNO_TRAIN_TOKENS" -v s="$SECS" 'BEGIN{printf "%.1f", t/s}')
+        DIFF=$("$PY" scripts/gpu_check_peers.py metrics-diff --a "$OUT/train/metrics.parquet" --b "$OUT/train-ddp/metrics.parquet" 2>&1 || true)
+        row "DPO train tok/s on $DEVICES" "$DDP_TPS" "$DNO_TRAIN_TPS (dno, $DEVICE)" "x$(awk -v a="$DDP_TPS" -v b="$DNO_TRAIN_TPS" 'BEGIN{printf "%.2f", a/b}'); max step-loss diff $DIFF"
+    else
+        row "DPO train tok/s on $DEVICES" "failed" "-" "$(tail -1 "$OUT/ddp.err")"
+    fi
+else
+    row "multi-GPU DPO (all_reduce)" "not run" "-" "one device here (--devices to force)"
 fi
 
 echo

@@ -5,6 +5,7 @@ Subcommands (each prints one number or line on stdout, errors on stderr):
   generate        HF generate, K samples per prompt (T=0.7, top-p 0.95, EOS on): prints new tokens
   make-pairs      longest vs shortest sample of each prompt -> prompt/chosen/rejected JSONL
   metrics-tokens  the tokens a dno training run processed (sum of metrics.parquet `tokens`)
+  metrics-diff    the largest per-step loss difference between two dno training runs
   dpo             TRL DPOTrainer, one epoch over the pairs: prints tokens processed, counted as
                   dno counts them (each pair's prompt once plus both responses)
 """
@@ -122,6 +123,13 @@ def cmd_metrics_tokens(a):
     print(sum(int(r["tokens"]) for r in read_parquet(a.metrics)))
 
 
+def cmd_metrics_diff(a):
+    one, other = read_parquet(a.a), read_parquet(a.b)
+    if len(one) != len(other):
+        sys.exit(f"{len(one)} steps vs {len(other)} steps")
+    print(f"{max(abs(float(x['loss']) - float(y['loss'])) for x, y in zip(one, other)):.2e}")
+
+
 def cmd_dpo(a):
     import time
 
@@ -161,9 +169,10 @@ s = sub.add_parser("generate"); s.add_argument("--gguf"); s.add_argument("--devi
 s.add_argument("--k", type=int); s.add_argument("--max-new-tokens", type=int)
 s = sub.add_parser("make-pairs"); s.add_argument("--samples"); s.add_argument("--pairs", type=int); s.add_argument("--out")
 s = sub.add_parser("metrics-tokens"); s.add_argument("--metrics")
+s = sub.add_parser("metrics-diff"); s.add_argument("--a"); s.add_argument("--b")
 s = sub.add_parser("dpo"); s.add_argument("--gguf"); s.add_argument("--device"); s.add_argument("--pairs")
 s.add_argument("--threads", type=int, default=0, help="torch threads (0: torch's default)")
 s.add_argument("--bf16", action="store_true", help="bf16 autocast (DPOConfig bf16=True), f32 master weights")
 a = ap.parse_args()
 {"parity": cmd_parity, "generate": cmd_generate, "make-pairs": cmd_make_pairs, "metrics-tokens": cmd_metrics_tokens,
- "dpo": cmd_dpo}[a.cmd](a)
+ "metrics-diff": cmd_metrics_diff, "dpo": cmd_dpo}[a.cmd](a)

@@ -119,3 +119,55 @@ fn two_dpo_steps_and_a_lora_step_match_the_cpu() {
         }
     }
 }
+
+/// Replicated data parallelism (`--devices`): each device keeps its own copy of the policy and
+/// optimiser and the gradients are summed across them every step. On wgpu the two devices are
+/// `wgpu` and `wgpu:cpu`, two burn devices on the same software adapter in CI
+/// (`DNO_TEST_DEVICES` names others, e.g. `cuda:0,cuda:1`). Uneven shares (3 pairs over 2
+/// devices) and two micro-batches per step; losses, gradient norms and the trained weights (read
+/// through greedy log-probs on the CPU) must match one CPU device's run.
+#[test]
+fn replicated_training_on_two_devices_matches_one() {
+    let Some(dev) = device() else { return };
+    let devices = match std::env::var("DNO_TEST_DEVICES") {
+        Ok(d) if !d.is_empty() => d,
+        _ if dev == "wgpu" => "wgpu,wgpu:cpu".to_string(),
+        _ => {
+            eprintln!("SKIPPED: set DNO_TEST_DEVICES (e.g. cuda:0,cuda:1) for multi-device training on {dev}");
+            return;
+        }
+    };
+    let d = tempfile::tempdir().unwrap();
+    let p = d.path();
+    let model = setup(p);
+    let jsonl: String = (0..8)
+        .map(|i| {
+            let (a, b) = (21 + 2 * i, 38 + 3 * i);
+            format!("{{\"prompt\": \"{a}+{b}=\", \"chosen\": \"{}\", \"rejected\": \"{}\"}}\n", a + b, a + b + 10)
+        })
+        .collect();
+    std::fs::write(p.join("prefs.jsonl"), jsonl).unwrap();
+    ok(&["pairs", "import", s(&p.join("prefs.jsonl")), "--out", s(&p.join("pairs.parquet"))], p);
+    let pairs = p.join("pairs.parquet");
+    let run = |name: &str, placement: &[&str]| {
+        let out = p.join(name);
+        let mut args = vec!["train", "--model", &model, "--pairs", s(&pairs), "--out", s(&out), "--loss", "dpo", "--lr", "1e-3", "--batch-size", "3", "--grad-accum", "2"];
+        args.extend_from_slice(placement);
+        ok(&args, p);
+        out
+    };
+    let one = run("one", &["--device", "cpu", "--shards", "1"]);
+    let many = run("many", &["--devices", &devices]);
+    let (a, b) = (metrics(&one), metrics(&many));
+    assert_eq!(a.len(), 2, "8 pairs at 6 per step: two steps");
+    assert_eq!(a.len(), b.len());
+    for (x, y) in a.iter().zip(&b) {
+        assert!((x.loss - y.loss).abs() < 1e-4, "step {}: loss {} on one device vs {} on {devices}", x.step, x.loss, y.loss);
+        assert!((x.grad_norm - y.grad_norm).abs() < 1e-3 * (1.0 + x.grad_norm), "step {}: grad norm {} vs {}", x.step, x.grad_norm, y.grad_norm);
+    }
+    let (ta, tb) = (samples(p, s(&one.join("model")), "cpu", "one.parquet", "0", "1"), samples(p, s(&many.join("model")), "cpu", "many.parquet", "0", "1"));
+    for (x, y) in ta.iter().zip(&tb) {
+        let (la, lb) = (x.logprob.unwrap(), y.logprob.unwrap());
+        assert!((la - lb).abs() < 1e-3 * (1.0 + la.abs()), "trained weights differ: log-prob {la} vs {lb} ({})", x.prompt_id);
+    }
+}

@@ -1,4 +1,5 @@
-//! `DeviceSpec`: "cpu" | "cuda" | "cuda:N" | "wgpu" | "wgpu:N" -> a burn `Device` (never `Device::default()`).
+//! `DeviceSpec`: "cpu" | "cuda" | "cuda:N" | "wgpu" | "wgpu:N" | "wgpu:cpu" -> a burn `Device`
+//! (never `Device::default()`).
 
 use anyhow::{bail, Result};
 use burn::tensor::Device;
@@ -15,6 +16,10 @@ pub enum DeviceSpec {
     /// (any kind, software Vulkan included; `CUBECL_WGPU_DEFAULT_DEVICE` overrides it), `Some(N)`
     /// the N-th discrete GPU.
     Wgpu(Option<usize>),
+    /// wgpu's CPU adapter (a software driver such as Mesa's lavapipe): a second wgpu device beside
+    /// `wgpu` on a machine whose only adapter is that driver, which is how the device suite runs
+    /// multi-device training without a GPU.
+    WgpuCpu,
 }
 
 impl FromStr for DeviceSpec {
@@ -25,6 +30,7 @@ impl FromStr for DeviceSpec {
             "cpu" => Ok(DeviceSpec::Cpu),
             "cuda" => Ok(DeviceSpec::Cuda(0)),
             "wgpu" => Ok(DeviceSpec::Wgpu(None)),
+            "wgpu:cpu" => Ok(DeviceSpec::WgpuCpu),
             _ => {
                 let index = |n: &str| n.parse::<usize>().ok();
                 if let Some(i) = s.strip_prefix("cuda:").and_then(index) {
@@ -32,7 +38,7 @@ impl FromStr for DeviceSpec {
                 } else if let Some(i) = s.strip_prefix("wgpu:").and_then(index) {
                     Ok(DeviceSpec::Wgpu(Some(i)))
                 } else {
-                    bail!("invalid device {s:?}: expected cpu, cuda, cuda:N, wgpu or wgpu:N")
+                    bail!("invalid device {s:?}: expected cpu, cuda, cuda:N, wgpu, wgpu:N or wgpu:cpu")
                 }
             }
         }
@@ -46,6 +52,7 @@ impl fmt::Display for DeviceSpec {
             DeviceSpec::Cuda(i) => write!(f, "cuda:{i}"),
             DeviceSpec::Wgpu(None) => write!(f, "wgpu"),
             DeviceSpec::Wgpu(Some(i)) => write!(f, "wgpu:{i}"),
+            DeviceSpec::WgpuCpu => write!(f, "wgpu:cpu"),
         }
     }
 }
@@ -69,8 +76,10 @@ impl DeviceSpec {
                 use burn::tensor::DeviceKind;
                 Ok(Device::wgpu(kind.map_or(DeviceKind::DefaultDevice, DeviceKind::DiscreteGpu)))
             }
+            #[cfg(feature = "wgpu")]
+            DeviceSpec::WgpuCpu => Ok(Device::wgpu(burn::tensor::DeviceKind::Cpu)),
             #[cfg(not(feature = "wgpu"))]
-            DeviceSpec::Wgpu(_) => bail!("device {self} requested but dno was built without the `wgpu` feature"),
+            DeviceSpec::Wgpu(_) | DeviceSpec::WgpuCpu => bail!("device {self} requested but dno was built without the `wgpu` feature"),
         }
     }
 }
@@ -80,6 +89,25 @@ impl DeviceSpec {
 pub fn is_plain_cpu(device: &Device) -> bool {
     *device == Device::flex() && !device.is_autodiff()
 }
+
+/// Whether burn has a collective (`burn::tensor::distributed::all_reduce`) on `device`: CUDA only
+/// in burn 0.22 (NCCL through cudarc, one node); its other backends (flex, wgpu) have none.
+pub fn has_collective(device: &Device) -> bool {
+    #[cfg(feature = "cuda")]
+    {
+        let plain = device.clone().inner();
+        (0..MAX_CUDA_DEVICES).any(|i| Device::cuda(i) == plain)
+    }
+    #[cfg(not(feature = "cuda"))]
+    {
+        let _ = device;
+        false
+    }
+}
+
+/// The CUDA device indices [`has_collective`] recognises (a node's GPUs).
+#[cfg(feature = "cuda")]
+const MAX_CUDA_DEVICES: usize = 64;
 
 /// How many data-parallel shards a batch is split into on `device` (a plain or autodiff device):
 /// one per rayon thread (at most [`MAX_CPU_SHARDS`]) on the CPU, where burn's backend runs element-wise ops on the calling
@@ -145,6 +173,11 @@ mod tests {
         assert!("gpu".parse::<DeviceSpec>().is_err());
         assert!("cuda:x".parse::<DeviceSpec>().is_err());
         assert_eq!(DeviceSpec::Cuda(2).to_string(), "cuda:2");
+        assert_eq!("wgpu:cpu".parse::<DeviceSpec>().unwrap(), DeviceSpec::WgpuCpu);
+        assert_eq!(DeviceSpec::WgpuCpu.to_string(), "wgpu:cpu");
         assert!(DeviceSpec::Cpu.device().is_ok());
+        // burn 0.22's collective is CUDA's: the CPU has none, plain or autodiff.
+        assert!(!has_collective(&Device::flex()));
+        assert!(!has_collective(&Device::flex().autodiff()));
     }
 }

@@ -33,7 +33,7 @@ impl Dtype {
     pub fn default_for(device: &DeviceSpec) -> Dtype {
         match device {
             DeviceSpec::Cuda(_) => Dtype::Bf16,
-            DeviceSpec::Cpu | DeviceSpec::Wgpu(_) => Dtype::F32,
+            DeviceSpec::Cpu | DeviceSpec::Wgpu(_) | DeviceSpec::WgpuCpu => Dtype::F32,
         }
     }
 

@@ -17,7 +17,7 @@ use crate::batch::{share_limit, to_host, value_and_grad, PackedBatch};
 use crate::checkpoint::{self, TrainState};
 use crate::config::{epoch_order, group_by_length};
 use crate::loss::{pair_losses, PairLogps, PairTargetTensors};
-use crate::parallel::{split_even, ShardPlan};
+use crate::parallel::{all_reduce_gradients, split_even, ShardPlan};
 use crate::reference::{self, RefLogps};
 use rayon::prelude::*;
 
@@ -179,6 +179,21 @@ pub fn train(
     if let Some(dir) = &resumed_dir {
         optim = checkpoint::restore_optimizer(dir, optim)?;
     }
+    // Several accelerators: every other device keeps its own replica of the policy (the same
+    // parameter ids and values) and of the optimiser state for the whole run ([`crate::parallel`]);
+    // `policy` and `optim` are the first device's, which checkpoints and exports.
+    let mut others: Vec<(Llama, ModuleOptimizer)> = Vec::new();
+    if plan.replicated() {
+        for d in &plan.devices[1..] {
+            let replica = policy.clone().fork(&d.clone().autodiff());
+            let mut o = optim::adamw(&replica, cfg.weight_decay);
+            if let Some(dir) = &resumed_dir {
+                o = checkpoint::restore_optimizer(dir, o)?;
+            }
+            others.push((replica, o));
+        }
+        log::info!("replicated data parallel: a copy of the policy and optimiser on each of {:?}", plan.devices);
+    }
 
     // 3. Optimiser steps.
     let loss_cfg = LossConfig { kind: cfg.loss, eta: cfg.eta, ipo_tau: cfg.ipo_tau };
@@ -207,9 +222,31 @@ pub fn train(
         let lr = cfg.lr_at(state.step, total);
 
         let t_step = Instant::now();
-        let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad, &plan, &opts)?;
-        let (grads, grad_norm) = optim::clip_global_norm(&policy, grads, cfg.max_grad_norm)?;
-        policy = optim.step(lr, policy, grads);
+        let (acc, grad_norm) = if others.is_empty() {
+            let (grads, acc) = step_gradients(&policy, &examples, &refs, ids, cfg, &loss_cfg, &ad, &plan, &opts)?;
+            let (grads, grad_norm) = optim::clip_global_norm(&policy, grads, cfg.max_grad_norm)?;
+            policy = optim.step(lr, policy, grads);
+            (acc, grad_norm)
+        } else {
+            let mut replicas: Vec<Llama> = std::iter::once(policy).chain(others.iter().map(|(m, _)| m.clone())).collect();
+            let (grads, acc) = replicated_gradients(&replicas, &examples, &refs, ids, cfg, &loss_cfg, &plan, &opts)?;
+            // Every device now holds the same summed gradients, so the same norm, clipping and
+            // update: the replicas stay equal.
+            let mut grad_norm = 0.0;
+            let mut stepped = Vec::with_capacity(replicas.len());
+            for (k, (model, grads)) in replicas.drain(..).zip(grads).enumerate() {
+                let (grads, norm) = optim::clip_global_norm(&model, grads, cfg.max_grad_norm)?;
+                grad_norm = if k == 0 { norm } else { grad_norm };
+                let o = if k == 0 { &mut optim } else { &mut others[k - 1].1 };
+                stepped.push(o.step(lr, model, grads));
+            }
+            let mut stepped = stepped.into_iter();
+            policy = stepped.next().expect("the first device's replica");
+            for ((m, _), new) in others.iter_mut().zip(stepped) {
+                *m = new;
+            }
+            (acc, grad_norm)
+        };
         // The weights changed: the bf16 kernel's packed copies of the old ones go.
         dno_model::bf16_linear::forget_packed();
         release_free_memory();
@@ -407,6 +444,51 @@ fn step_gradients(
         }
     }
     Ok((accum, acc))
+}
+
+/// [`step_gradients`] for replicated data parallelism: replica k (on `plan.devices[k]`) takes
+/// part k of every micro-batch, all replicas at the same time, and accumulates its gradients on its
+/// own device; then the sums are taken across the devices ([`all_reduce_gradients`]), so every
+/// replica gets the gradients of the whole step.
+#[allow(clippy::too_many_arguments)]
+fn replicated_gradients(
+    replicas: &[Llama],
+    examples: &[TrainExample],
+    refs: &[RefLogps],
+    ids: &[usize],
+    cfg: &TrainConfig,
+    loss_cfg: &LossConfig,
+    plan: &ShardPlan,
+    opts: &RunOptions,
+) -> Result<(Vec<GradientsParams>, StepAcc)> {
+    let widen = ids.len() > cfg.batch_size;
+    let results: Vec<Result<(GradientsParams, StepAcc)>> = replicas
+        .par_iter()
+        .enumerate()
+        .map(|(k, model)| {
+            let ad = plan.devices[k].clone().autodiff();
+            let mut accum = GradientsParams::new();
+            let mut acc = StepAcc::default();
+            for micro in ids.chunks(cfg.batch_size) {
+                // A micro-batch smaller than the device count leaves the last devices idle.
+                if let Some(part) = split_even(micro, plan.len()).get(k) {
+                    let (grads, part_acc) = shard_gradients(model, examples, refs, part, ids.len(), cfg, loss_cfg, &ad, opts.gradient_checkpointing)?;
+                    acc.add(&part_acc);
+                    dno_model::recompute::add_gradients(&mut accum, grads, model, widen);
+                }
+            }
+            Ok((accum, acc))
+        })
+        .collect();
+    let mut acc = StepAcc { examples: ids.len(), ..Default::default() };
+    let mut grads = Vec::with_capacity(results.len());
+    for r in results {
+        let (g, part_acc) = r?;
+        acc.add(&part_acc);
+        grads.push(g);
+    }
+    all_reduce_gradients(&replicas[0], &mut grads, &plan.devices);
+    Ok((grads, acc))
 }
 
 /// Loss Σ_{i ∈ part} w_i ℓ_i / `step_examples` on `model` (each pair one row, prompt ++ chosen ++

@@ -89,11 +89,13 @@ pub struct Args {
     /// has none (pipelines/chat_templates/gemma.jinja); the trained model is saved with it.
     #[arg(long)]
     pub chat_template: Option<PathBuf>,
-    /// cpu, cuda, cuda:N (`--features cuda`), wgpu or wgpu:N (`--features wgpu`). On the CPU each batch is split into one data-parallel shard per core.
+    /// cpu, cuda, cuda:N (`--features cuda`), wgpu, wgpu:N or wgpu:cpu (`--features wgpu`). On the CPU each batch is split into one data-parallel shard per core.
     #[arg(long, default_value = "cpu")]
     pub device: String,
-    /// Data parallelism across devices, e.g. `cuda:0,cuda:1`: every micro-batch is split by pair
-    /// across them and the gradients are summed on the first (instead of --device).
+    /// Data parallelism across devices, e.g. `cuda:0,cuda:1` (instead of --device): each device
+    /// keeps a replica of the policy and optimiser, takes its share of every micro-batch's pairs,
+    /// and the gradients are summed across the devices (burn's all_reduce, NCCL, on CUDA; through
+    /// the first device elsewhere) before every device applies the same update.
     #[arg(long, value_delimiter = ',', conflicts_with = "device")]
     pub devices: Vec<String>,
     /// Weight and compute precision: f32, bf16 or f16 [default: bf16 on CUDA, f32 elsewhere].
