@@ -39,7 +39,12 @@ fn gradient_checkpointing_gives_the_same_run() {
         }
         let moved = max_abs_diff(&plain_logits, &probe_logits(&tiny_model(7, &Device::flex()).model, &Device::flex()));
         assert!(moved > 1e-4, "{loss}: training changed the model");
+        // Relative to the logits' scale: the recomputed forward and the per-layer backward sum in
+        // another order, and after three lr-1e-2 AdamW steps that rounding reaches ~2e-6 of the
+        // logits on some CPUs (1.3e-5 at |logit| 5.5 on an AVX2-only EPYC); a real difference
+        // is orders of magnitude larger (training moved them by ~4).
         let diff = max_abs_diff(&plain_logits, &ckpt_logits);
-        assert!(diff <= 1e-5, "{loss} lora={lora}: trained logits differ by {diff}");
+        let scale = plain_logits.iter().fold(0f32, |m, x| m.max(x.abs()));
+        assert!(diff <= 1e-5 * (1.0 + scale), "{loss} lora={lora}: trained logits differ by {diff} (|logit| up to {scale})");
     }
 }
