@@ -119,6 +119,7 @@ fi
 #    response of each prompt, so both sides are the model's own text), the same pairs for TRL.
 "$PY" scripts/gpu_check_peers.py make-pairs --samples "$OUT/samples.parquet" --pairs "$PAIRS" --out "$OUT/pairs.jsonl"
 "$DNO" pairs import "$OUT/pairs.jsonl" --out "$OUT/pairs.parquet" -q
+N_PAIRS=$(wc -l <"$OUT/pairs.jsonl")   # at most one pair per prompt, so it can be under --pairs
 gpu_watch_start train
 timed train "$DNO" train --model "$GGUF" --pairs "$OUT/pairs.parquet" --out "$OUT/train" --loss dpo --eta 0.1 \
     --lr 5e-7 --epochs 1 --batch-size 8 --device "$DEVICE"
@@ -132,11 +133,11 @@ if timed trl "$PY" scripts/gpu_check_peers.py dpo --gguf "$GGUF" --device "$DEVI
     # Same pairs, same tokens: TRL's rate uses dno's token count, so the ratio is that of wall times
     # (TRL's stdout also carries its log dicts; its own count, the last line, is not comparable).
     TRL_TPS=$(awk -v t="$DNO_TRAIN_TOKENS" -v s="$SECS" 'BEGIN{printf "%.1f", t/s}')
-    row "DPO train tok/s ($PAIRS pairs, batch 8)" "$DNO_TRAIN_TPS" "$TRL_TPS (TRL)" "x$(awk -v a="$DNO_TRAIN_TPS" -v b="$TRL_TPS" 'BEGIN{printf "%.2f", a/b}'), wall incl. load + reference pass"
+    row "DPO train tok/s ($N_PAIRS pairs, batch 8)" "$DNO_TRAIN_TPS" "$TRL_TPS (TRL)" "x$(awk -v a="$DNO_TRAIN_TPS" -v b="$TRL_TPS" 'BEGIN{printf "%.2f", a/b}'), wall incl. load + reference pass"
     row "train peak GPU / host RSS" "$DNO_GPU / $DNO_RSS MiB" "$TRL_GPU / $RSS_MIB MiB" ""
 else
     gpu_watch_stop >/dev/null
-    row "DPO train tok/s ($PAIRS pairs, batch 8)" "$DNO_TRAIN_TPS" "not run" "$(tail -1 "$OUT/trl.err")"
+    row "DPO train tok/s ($N_PAIRS pairs, batch 8)" "$DNO_TRAIN_TPS" "not run" "$(tail -1 "$OUT/trl.err")"
     row "train peak GPU / host RSS" "$DNO_GPU / $DNO_RSS MiB" "-" ""
 fi
 
