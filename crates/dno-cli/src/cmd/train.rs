@@ -286,11 +286,19 @@ pub fn run(a: Args) -> Result<()> {
     }
 
     if a.dry_run {
-        let shards = a.shards.unwrap_or_else(|| if devices.len() > 1 { devices.len() } else { dno_model::device::data_parallel_shards(&device) });
-        let w = dno_train::memory::Workload { dtype, ..dno_train::memory::workload(&examples, &cfg, shards, a.gradient_checkpointing)? };
+        // Several devices: each holds a replica (weights, gradients, optimiser) and its share of
+        // every micro-batch, so the estimate is one device's: one shard of batch / devices rows.
+        let replicated = dno_train::parallel::ShardPlan::new(&device, &devices, None).replicated();
+        let (shards, per_device_cfg) = if replicated {
+            (1, dno_train::TrainConfig { batch_size: cfg.batch_size.div_ceil(devices.len()), ..cfg.clone() })
+        } else {
+            (a.shards.unwrap_or_else(|| if devices.len() > 1 { devices.len() } else { dno_model::device::data_parallel_shards(&device) }), cfg.clone())
+        };
+        let w = dno_train::memory::Workload { dtype, ..dno_train::memory::workload(&examples, &per_device_cfg, shards, a.gradient_checkpointing)? };
         let e = dno_train::memory::estimate(&lm.config, &cfg, &w);
         println!(
-            "estimated peak memory, {dtype}, {} rows x {} tokens per micro-batch, {} shard(s), gradient checkpointing {}:",
+            "estimated peak memory{}, {dtype}, {} rows x {} tokens per micro-batch, {} shard(s), gradient checkpointing {}:",
+            if replicated { format!(" per device (each of {})", devices.len()) } else { String::new() },
             w.rows,
             w.width,
             w.shards,
