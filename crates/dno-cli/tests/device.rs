@@ -81,6 +81,20 @@ fn sampled_tokens_match_the_cpu() {
     }
 }
 
+/// Eight preference pairs "a+b=" (addends from `addends(i)`), the true sum chosen over the sum off
+/// by `off`, imported from a TRL-style JSONL file; returns the pairs file.
+fn sum_pairs(p: &Path, addends: impl Fn(i64) -> (i64, i64), off: i64) -> std::path::PathBuf {
+    let jsonl: String = (0..8)
+        .map(|i| {
+            let (a, b) = addends(i);
+            format!("{{\"prompt\": \"{a}+{b}=\", \"chosen\": \"{}\", \"rejected\": \"{}\"}}\n", a + b, a + b + off)
+        })
+        .collect();
+    std::fs::write(p.join("prefs.jsonl"), jsonl).unwrap();
+    ok(&["pairs", "import", s(&p.join("prefs.jsonl")), "--out", s(&p.join("pairs.parquet"))], p);
+    p.join("pairs.parquet")
+}
+
 fn metrics(dir: &Path) -> Vec<MetricRow> {
     read_validated::<MetricRow>(&[dir.join("metrics.parquet")]).unwrap().1
 }
@@ -93,15 +107,7 @@ fn two_dpo_steps_and_a_lora_step_match_the_cpu() {
     let model = setup(p);
     // The same preference pairs for both devices (an imported TRL-style file: the task's true
     // sums chosen over carry-dropping ones).
-    let jsonl: String = (0..8)
-        .map(|i| {
-            let (a, b) = (17 + 3 * i, 35 + 2 * i);
-            format!("{{\"prompt\": \"{a}+{b}=\", \"chosen\": \"{}\", \"rejected\": \"{}\"}}\n", a + b, a + b - 10)
-        })
-        .collect();
-    std::fs::write(p.join("prefs.jsonl"), jsonl).unwrap();
-    ok(&["pairs", "import", s(&p.join("prefs.jsonl")), "--out", s(&p.join("pairs.parquet"))], p);
-    let pairs = p.join("pairs.parquet");
+    let pairs = sum_pairs(p, |i| (17 + 3 * i, 35 + 2 * i), -10);
     for (name, extra) in [("full", vec![]), ("lora", vec!["--lora-rank", "4"])] {
         let mut runs = Vec::new();
         for device in ["cpu", dev.as_str()] {
@@ -140,15 +146,7 @@ fn replicated_training_on_two_devices_matches_one() {
     let d = tempfile::tempdir().unwrap();
     let p = d.path();
     let model = setup(p);
-    let jsonl: String = (0..8)
-        .map(|i| {
-            let (a, b) = (21 + 2 * i, 38 + 3 * i);
-            format!("{{\"prompt\": \"{a}+{b}=\", \"chosen\": \"{}\", \"rejected\": \"{}\"}}\n", a + b, a + b + 10)
-        })
-        .collect();
-    std::fs::write(p.join("prefs.jsonl"), jsonl).unwrap();
-    ok(&["pairs", "import", s(&p.join("prefs.jsonl")), "--out", s(&p.join("pairs.parquet"))], p);
-    let pairs = p.join("pairs.parquet");
+    let pairs = sum_pairs(p, |i| (21 + 2 * i, 38 + 3 * i), 10);
     let run = |name: &str, placement: &[&str]| {
         let out = p.join(name);
         let mut args = vec!["train", "--model", &model, "--pairs", s(&pairs), "--out", s(&out), "--loss", "dpo", "--lr", "1e-3", "--batch-size", "3", "--grad-accum", "2"];

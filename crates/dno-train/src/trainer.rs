@@ -228,22 +228,16 @@ pub fn train(
             policy = optim.step(lr, policy, grads);
             (acc, grad_norm)
         } else {
-            let mut replicas: Vec<Llama> = std::iter::once(policy).chain(others.iter().map(|(m, _)| m.clone())).collect();
-            let (grads, acc) = replicated_gradients(&replicas, &examples, &refs, ids, cfg, &loss_cfg, &plan, &opts)?;
+            let replicas: Vec<Llama> = std::iter::once(&policy).chain(others.iter().map(|(m, _)| m)).cloned().collect();
+            let (mut grads, acc) = replicated_gradients(&replicas, &examples, &refs, ids, cfg, &loss_cfg, &plan, &opts)?;
+            drop(replicas);
             // Every device now holds the same summed gradients, so the same norm, clipping and
             // update: the replicas stay equal.
-            let mut grad_norm = 0.0;
-            let mut stepped = Vec::with_capacity(replicas.len());
-            for (k, (model, grads)) in replicas.drain(..).zip(grads).enumerate() {
-                let (grads, norm) = optim::clip_global_norm(&model, grads, cfg.max_grad_norm)?;
-                grad_norm = if k == 0 { norm } else { grad_norm };
-                let o = if k == 0 { &mut optim } else { &mut others[k - 1].1 };
-                stepped.push(o.step(lr, model, grads));
-            }
-            let mut stepped = stepped.into_iter();
-            policy = stepped.next().expect("the first device's replica");
-            for ((m, _), new) in others.iter_mut().zip(stepped) {
-                *m = new;
+            let (first, grad_norm) = optim::clip_global_norm(&policy, grads.remove(0), cfg.max_grad_norm)?;
+            policy = optim.step(lr, policy, first);
+            for ((model, o), g) in others.iter_mut().zip(grads) {
+                let (g, _) = optim::clip_global_norm(model, g, cfg.max_grad_norm)?;
+                *model = o.step(lr, model.clone(), g);
             }
             (acc, grad_norm)
         };
